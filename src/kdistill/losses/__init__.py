@@ -1,0 +1,44 @@
+"""The loss catalogue: names, what each loss reads and which tasks it serves.
+
+The math lives in ``kdistill.losses.reference`` (numpy float64, the source of truth) and in one
+module per framework (``kdistill.torch.losses``, ...), each tested against the reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class LossInfo:
+    """inputs: "logits" (student & teacher outputs), "probs" (student logits & teacher
+    probabilities), "features" (intermediate activations). default_temperature: None → the
+    recipe's ``train.temperature``. needs_labels: the loss also reads the true class."""
+
+    name: str
+    inputs: str
+    tasks: tuple[str, ...]
+    default_temperature: float | None = None
+    needs_labels: bool = False
+
+
+_ALL = ("classification", "binary", "regression", "ranking")
+CATALOGUE: dict[str, LossInfo] = {
+    info.name: info
+    for info in (
+        LossInfo("kd", "logits", ("classification",)),
+        LossInfo("soft_ce", "probs", ("classification",)),
+        LossInfo("binary_kd", "logits", ("binary",)),
+        LossInfo("mse", "logits", _ALL),
+        LossInfo("listwise", "logits", ("ranking",)),
+        LossInfo("hint", "features", _ALL),
+        LossInfo("attention", "features", _ALL),
+        LossInfo("dkd", "logits", ("classification",), default_temperature=4.0, needs_labels=True),
+        LossInfo("dist", "logits", ("classification",), default_temperature=1.0),
+        LossInfo("hard", "logits", ("classification",)),
+    )
+}
+FEATURE_LOSSES = tuple(name for name, info in CATALOGUE.items() if info.inputs == "features")
+LOSSES_BY_TASK: dict[str, tuple[str, ...]] = {
+    task: tuple(name for name, info in CATALOGUE.items() if task in info.tasks) for task in _ALL
+}

@@ -1,0 +1,283 @@
+"""The recipe: one validated description of a distillation run, from YAML or Python.
+
+This is the only place defaults live. Validation happens before any work starts, and every
+error names the field, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from kdistill.errors import KdistillError
+from kdistill.losses import CATALOGUE, FEATURE_LOSSES, LOSSES_BY_TASK
+
+BUILTIN_DIR = Path(__file__).parent / "recipes"
+DEFAULT_RECIPE = "digits_mlp"
+IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TransferConfig(StrictModel):
+    """Unlabeled samples for the distillation terms only (Hinton 2015's transfer set).
+
+    Either hold out ``fraction`` of the training set and drop its labels, or read ``path``
+    (``.npy``/``.npz``/CSV of inputs shaped like the training inputs).
+    """
+
+    fraction: float | None = Field(None, gt=0, lt=1)
+    path: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "TransferConfig":
+        if (self.fraction is None) == (self.path is None):
+            raise ValueError("give exactly one of transfer.fraction or transfer.path")
+        return self
+
+
+class RankingConfig(StrictModel):
+    """Implicit-feedback lists from a known latent-factor model (``dataset: synthetic_ranking``)."""
+
+    n_users: int = Field(600, ge=10)
+    n_items: int = Field(400, ge=20)
+    dim: int = Field(16, ge=1)
+    list_length: int = Field(50, ge=11)
+    positives: int = Field(10, ge=1)
+
+
+class DataConfig(StrictModel):
+    dataset: Literal["digits", "breast_cancer", "fashion_mnist", "arrays", "synthetic_ranking", "movielens"] = "digits"
+    path: str | None = None
+    val_fraction: float = Field(0.1, gt=0, le=0.5)
+    test_fraction: float = Field(0.2, gt=0, le=0.5)
+    limit: int | None = Field(None, ge=10)
+    split_seed: int = 0
+    transfer: TransferConfig | None = None
+    ranking: RankingConfig = RankingConfig()
+
+    @model_validator(mode="after")
+    def _path_where_needed(self) -> "DataConfig":
+        if self.dataset in ("arrays", "movielens") and not self.path:
+            raise ValueError(f"data.path is required for dataset {self.dataset!r}")
+        return self
+
+
+class ModelConfig(StrictModel):
+    """A model: a zoo name (``mlp``, ``cnn``, ...) or an import path ``pkg.module:factory``,
+    called with ``kwargs``; or ``path`` to a saved model file, which is loaded instead."""
+
+    model: str | None = None
+    kwargs: dict[str, Any] = {}
+    path: str | None = None
+
+    @field_validator("model")
+    @classmethod
+    def _model_name(cls, value: str | None) -> str | None:
+        if value is not None and ":" in value and not IMPORT_PATH.match(value):
+            raise ValueError(f"{value!r} is not an import path of the form 'package.module:factory'")
+        return value
+
+    @model_validator(mode="after")
+    def _has_source(self) -> "ModelConfig":
+        if self.model is None and self.path is None:
+            raise ValueError("give model (zoo name or 'pkg.module:factory') or path (a saved model)")
+        return self
+
+
+class TeacherTraining(StrictModel):
+    """How to train the teacher when it is not loaded from ``path``; unset fields follow ``train``."""
+
+    epochs: int | None = Field(None, ge=1)
+    lr: float | None = Field(None, gt=0)
+    batch_size: int | None = Field(None, ge=1)
+    optimizer: Literal["adamw", "adam", "sgd"] | None = None
+    weight_decay: float | None = Field(None, ge=0)
+
+
+class TeacherConfig(ModelConfig):
+    train: TeacherTraining = TeacherTraining()
+
+
+class LossParams(StrictModel):
+    """Per-loss settings; ``temperature`` overrides ``train.temperature`` for this loss only."""
+
+    temperature: float | None = Field(None, gt=0)
+    alpha: float | None = Field(None, ge=0)
+    beta: float | None = Field(None, ge=0)
+    gamma: float | None = Field(None, ge=0)
+
+
+class FeaturePair(StrictModel):
+    """Student layer ↔ teacher layer, by module path (``layers.1``, ``layer3.1.conv2``)."""
+
+    student: str
+    teacher: str
+    loss: Literal["hint", "attention"] = "hint"
+
+
+class TrainConfig(StrictModel):
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(64, ge=1)
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    schedule: Literal["constant", "cosine", "step"] = "cosine"
+    seed: int = 0
+    temperature: float = 4.0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    eval_batch_size: int = Field(1024, ge=1)
+    progress: bool = True
+
+    @field_validator("temperature")
+    @classmethod
+    def _positive_temperature(cls, value: float) -> float:
+        if not value > 0:
+            raise ValueError(f"must be > 0, got {value}")
+        return value
+
+
+class CompareConfig(StrictModel):
+    scratch: bool = True
+    latency_repeats: int = Field(30, ge=3)
+
+
+class OutputConfig(StrictModel):
+    dir: str | None = None
+
+
+class Recipe(StrictModel):
+    """A whole distillation run. Total loss = Σ weights[name] · loss[name]; ``task`` is the
+    supervised loss on true labels (CE / BCE / MSE / ListNet by task)."""
+
+    name: str = "kdistill"
+    backend: Literal["torch"] = "torch"
+    task: Literal["classification", "binary", "regression", "ranking"] = "classification"
+    data: DataConfig = DataConfig()
+    teacher: TeacherConfig
+    student: ModelConfig
+    losses: dict[str, LossParams] = {"kd": LossParams()}
+    weights: dict[str, float] = {"task": 0.1, "kd": 0.9}
+    features: list[FeaturePair] = []
+    train: TrainConfig = TrainConfig()
+    compare: CompareConfig = CompareConfig()
+    output: OutputConfig = OutputConfig()
+
+    @field_validator("losses", mode="before")
+    @classmethod
+    def _losses_from_list(cls, value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            return {name: {} for name in value}
+        if isinstance(value, dict):
+            return {name: ({} if params is None else params) for name, params in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Recipe":
+        for name in self.losses:
+            if name not in CATALOGUE:
+                raise ValueError(f"losses.{name}: unknown loss; allowed: {', '.join(CATALOGUE)}")
+            if name not in LOSSES_BY_TASK[self.task]:
+                raise ValueError(
+                    f"losses.{name}: not defined for task {self.task!r}; "
+                    f"allowed for it: {', '.join(LOSSES_BY_TASK[self.task])}"
+                )
+        for name, weight in self.weights.items():
+            if name != "task" and name not in self.losses:
+                raise ValueError(f"weights.{name}: no loss of that name in losses ({', '.join(self.losses)})")
+            if not weight >= 0:
+                raise ValueError(f"weights.{name}: {weight} is negative (weights must be >= 0)")
+        missing = [name for name in self.losses if name not in self.weights]
+        if missing:
+            raise ValueError(f"weights: no weight for loss {', '.join(missing)}; every loss needs a named weight")
+        if not any(weight > 0 for weight in self.weights.values()):
+            raise ValueError("weights: all weights are 0; at least one must be > 0")
+        for name in FEATURE_LOSSES:
+            if name in self.losses and not any(pair.loss == name for pair in self.features):
+                raise ValueError(f"losses.{name}: needs at least one features entry with loss: {name}")
+        for index, pair in enumerate(self.features):
+            if pair.loss not in self.losses:
+                raise ValueError(f"features.{index}.loss: {pair.loss!r} is not in losses; add it with a weight")
+        return self
+
+    def loss_temperature(self, name: str) -> float:
+        """The temperature a loss runs at: its own setting, else the catalogue default, else train's."""
+        own = self.losses[name].temperature
+        if own is not None:
+            return own
+        return CATALOGUE[name].default_temperature or self.train.temperature
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
+        shown = item.get("input")
+        if not where:  # a whole-recipe check: its message already names the field
+            lines.append(message)
+        elif item["type"] in ("value_error", "missing") or isinstance(shown, dict):
+            lines.append(f"{where}: {message}")
+        else:
+            lines.append(f"{where}: {shown!r} — {message}")
+    return "invalid recipe:\n  " + "\n  ".join(lines)
+
+
+def set_dotted(raw: dict, assignment: str) -> None:
+    """Apply one ``--set key.sub=value`` override (value parsed as YAML) to a raw recipe dict."""
+    if "=" not in assignment:
+        raise KdistillError(f"--set {assignment!r}: expected key=value, e.g. train.epochs=5")
+    key, text = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    node = raw
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise KdistillError(f"--set {assignment!r}: {part!r} is not a section")
+    node[parts[-1]] = yaml.safe_load(text)
+
+
+def recipe_from_dict(raw: dict, overrides: list[str] = ()) -> Recipe:
+    """Validate a raw mapping (after ``--set`` overrides) into a Recipe, or raise a named error."""
+    raw = yaml.safe_load(yaml.safe_dump(raw))  # deep copy through plain types
+    for assignment in overrides:
+        set_dotted(raw, assignment)
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as error:
+        raise KdistillError(_describe(error)) from None
+
+
+def builtin_recipes() -> list[str]:
+    return sorted(path.stem for path in BUILTIN_DIR.glob("*.yaml"))
+
+
+def load_recipe(source: str | Path | None = None, overrides: list[str] = ()) -> Recipe:
+    """Load a recipe from a YAML file or a built-in name (``None`` → the built-in default)."""
+    source = DEFAULT_RECIPE if source is None else source
+    path = Path(source)
+    if not path.exists() and (BUILTIN_DIR / f"{source}.yaml").exists():
+        path = BUILTIN_DIR / f"{source}.yaml"
+    if not path.exists():
+        raise KdistillError(
+            f"recipe {str(source)!r}: no such file and no built-in recipe of that name "
+            f"(built-in: {', '.join(builtin_recipes())})"
+        )
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise KdistillError(f"recipe {str(path)!r} is not readable YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise KdistillError(f"recipe {str(path)!r}: expected a mapping of sections, got {type(raw).__name__}")
+    raw.setdefault("name", path.stem)
+    return recipe_from_dict(raw, overrides)
