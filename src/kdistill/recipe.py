@@ -189,6 +189,10 @@ class Recipe(StrictModel):
                     f"losses.{name}: not defined for task {self.task!r}; "
                     f"allowed for it: {', '.join(LOSSES_BY_TASK[self.task])}"
                 )
+            for param, value in self.losses[name].model_dump(exclude_none=True).items():
+                if param not in CATALOGUE[name].params:
+                    allowed = ", ".join(CATALOGUE[name].params) or "no settings"
+                    raise ValueError(f"losses.{name}.{param}: {value} given, but {name} takes {allowed}")
         for name, weight in self.weights.items():
             if name != "task" and name not in self.losses:
                 raise ValueError(f"weights.{name}: no loss of that name in losses ({', '.join(self.losses)})")
@@ -207,12 +211,13 @@ class Recipe(StrictModel):
                 raise ValueError(f"features.{index}.loss: {pair.loss!r} is not in losses; add it with a weight")
         return self
 
-    def loss_temperature(self, name: str) -> float:
-        """The temperature a loss runs at: its own setting, else the catalogue default, else train's."""
-        own = self.losses[name].temperature
-        if own is not None:
-            return own
-        return CATALOGUE[name].default_temperature or self.train.temperature
+    def loss_settings(self, name: str) -> dict[str, float]:
+        """The keyword arguments a loss runs with: its own settings; a temperature it takes but
+        was not given is the catalogue default, else ``train.temperature``."""
+        settings = self.losses[name].model_dump(exclude_none=True)
+        if "temperature" in CATALOGUE[name].params and "temperature" not in settings:
+            settings["temperature"] = CATALOGUE[name].default_temperature or self.train.temperature
+        return settings
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

@@ -13,13 +13,15 @@ from dataclasses import dataclass
 class LossInfo:
     """inputs: "logits" (student & teacher outputs), "probs" (student logits & teacher
     probabilities), "features" (intermediate activations). default_temperature: None → the
-    recipe's ``train.temperature``. needs_labels: the loss also reads the true class."""
+    recipe's ``train.temperature``. needs_labels: the loss also reads the true class.
+    params: the settings a recipe may give it under ``losses.NAME``."""
 
     name: str
     inputs: str
     tasks: tuple[str, ...]
     default_temperature: float | None = None
     needs_labels: bool = False
+    params: tuple[str, ...] = ("temperature",)
 
 
 _ALL = ("classification", "binary", "regression", "ranking")
@@ -29,13 +31,15 @@ CATALOGUE: dict[str, LossInfo] = {
         LossInfo("kd", "logits", ("classification",)),
         LossInfo("soft_ce", "probs", ("classification",)),
         LossInfo("binary_kd", "logits", ("binary",)),
-        LossInfo("mse", "logits", _ALL),
+        LossInfo("mse", "logits", _ALL, params=()),
         LossInfo("listwise", "logits", ("ranking",)),
-        LossInfo("hint", "features", _ALL),
-        LossInfo("attention", "features", _ALL),
-        LossInfo("dkd", "logits", ("classification",), default_temperature=4.0, needs_labels=True),
-        LossInfo("dist", "logits", ("classification",), default_temperature=1.0),
-        LossInfo("hard", "logits", ("classification",)),
+        LossInfo("hint", "features", _ALL, params=()),
+        LossInfo("attention", "features", _ALL, params=()),
+        LossInfo("dkd", "logits", ("classification",), default_temperature=4.0, needs_labels=True,
+                 params=("temperature", "alpha", "beta")),
+        LossInfo("dist", "logits", ("classification",), default_temperature=1.0,
+                 params=("temperature", "beta", "gamma")),
+        LossInfo("hard", "logits", ("classification",), params=()),
     )
 }
 FEATURE_LOSSES = tuple(name for name, info in CATALOGUE.items() if info.inputs == "features")

@@ -1,0 +1,88 @@
+"""Datasets as framework-neutral numpy splits with stable sample ids, plus transfer sets.
+
+``load_task_data(config, task)`` is the one entry point: it loads ``config.dataset``, checks it
+fits the recipe's task, keeps ``limit`` training samples, then carves or reads the transfer set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from kdistill.data.arrays import load_arrays, read_inputs
+from kdistill.data.embedded import load_breast_cancer, load_digits
+from kdistill.data.fashion_mnist import load_fashion_mnist
+from kdistill.data.ranking import load_movielens, load_synthetic
+from kdistill.data.splits import TASKS, Split, TaskData
+from kdistill.errors import KdistillError
+from kdistill.recipe import DataConfig, TransferConfig
+
+__all__ = ["Split", "TaskData", "load_task_data"]
+
+LOADERS = {
+    "digits": load_digits,
+    "breast_cancer": load_breast_cancer,
+    "fashion_mnist": load_fashion_mnist,
+    "synthetic_ranking": load_synthetic,
+    "movielens": load_movielens,
+}
+DATASET_TASKS = {
+    "digits": ("classification",),
+    "breast_cancer": ("binary",),
+    "fashion_mnist": ("classification",),
+    "synthetic_ranking": ("ranking",),
+    "movielens": ("ranking",),
+    "arrays": TASKS,
+}
+
+
+def load_task_data(config: DataConfig, task: str) -> TaskData:
+    """The splits of ``config.dataset`` for ``task``.
+
+    ``limit`` keeps that many training samples, chosen by a shuffle seeded with ``split_seed``; the
+    transfer set is then taken from what remains (``transfer.fraction``) or read (``transfer.path``).
+    """
+    if task not in TASKS:
+        raise KdistillError(f"task: {task!r} is not a task; allowed: {', '.join(TASKS)}")
+    if task not in DATASET_TASKS[config.dataset]:
+        fitting = [name for name, tasks in DATASET_TASKS.items() if task in tasks]
+        raise KdistillError(
+            f"data.dataset: {config.dataset!r} gives {DATASET_TASKS[config.dataset][0]} data, recipe task is "
+            f"{task!r}; for {task} use data.dataset: {' or '.join(fitting)}"
+        )
+    data = load_arrays(config, task) if config.dataset == "arrays" else LOADERS[config.dataset](config)
+    if config.limit is not None and config.limit < len(data.train):
+        order = np.random.default_rng((config.split_seed, 1)).permutation(len(data.train))
+        data = replace(data, train=data.train.take(np.sort(order[: config.limit])))
+    if config.transfer is not None:
+        data = _with_transfer(data, config.transfer, config.split_seed)
+    return data
+
+
+def _with_transfer(data: TaskData, transfer: TransferConfig, seed: int) -> TaskData:
+    """``data`` with an unlabeled transfer split (y=None)."""
+    train = data.train
+    if transfer.fraction is not None:
+        n = int(len(train) * transfer.fraction + 0.5)
+        if not 0 < n < len(train):
+            raise KdistillError(
+                f"data.transfer.fraction: {transfer.fraction} of {len(train)} training samples gives {n} to the "
+                f"transfer set; both it and the training set need samples, so change the fraction (or data.limit)"
+            )
+        order = np.random.default_rng((seed, 2)).permutation(len(train))
+        held = train.take(np.sort(order[:n]))
+        return replace(data, train=train.take(np.sort(order[n:])), transfer=Split(held.x, None, held.ids))
+    x = read_inputs(Path(transfer.path).expanduser(), "data.transfer.path")
+    shape = train.x.shape[1:]
+    if x.ndim == 2 and len(shape) > 1 and x.shape[1] == np.prod(shape):
+        x = x.reshape(-1, *shape)  # flat rows (CSV) of image-shaped inputs
+    if x.shape[1:] != shape:
+        raise KdistillError(
+            f"data.transfer.path: {transfer.path!r} holds inputs shaped {x.shape[1:]} per sample, the training "
+            f"inputs are {shape}; give inputs of the training shape"
+        )
+    first = max(int(split.ids.max(initial=-1)) for split in (data.train, data.val, data.test)) + 1
+    ids = np.arange(first, first + len(x), dtype=np.int64)
+    return replace(data, transfer=Split(x.astype(train.x.dtype), None, ids))

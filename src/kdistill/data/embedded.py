@@ -1,0 +1,34 @@
+"""scikit-learn's embedded datasets: digits (10 classes) and breast cancer (binary).
+
+Sample ids are the row indices of the original scikit-learn arrays.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn import datasets
+
+from kdistill.data.partition import split_three
+from kdistill.data.splits import Split, TaskData
+from kdistill.recipe import DataConfig
+
+
+def load_digits(config: DataConfig) -> TaskData:
+    """8×8 digit images as float32 (N, 64) in [0, 1], int64 labels 0..9, stratified splits."""
+    bunch = datasets.load_digits()
+    full = Split((bunch.data / 16.0).astype(np.float32), bunch.target.astype(np.int64),
+                 np.arange(len(bunch.target), dtype=np.int64))
+    train, val, test = split_three(full, config, stratify=True)
+    return TaskData("digits", "classification", train, val, test, output_dim=10,
+                    meta={"classes": [str(name) for name in bunch.target_names]})
+
+
+def load_breast_cancer(config: DataConfig) -> TaskData:
+    """30 features standardized with the training split's mean/std (float32), float32 0/1 labels."""
+    bunch = datasets.load_breast_cancer()
+    full = Split(bunch.data, bunch.target.astype(np.float32), np.arange(len(bunch.target), dtype=np.int64))
+    splits = split_three(full, config, stratify=True)
+    mean, std = splits[0].x.mean(axis=0), splits[0].x.std(axis=0)
+    train, val, test = (Split(((s.x - mean) / std).astype(np.float32), s.y, s.ids) for s in splits)
+    return TaskData("breast_cancer", "binary", train, val, test, output_dim=1,
+                    meta={"classes": [str(name) for name in bunch.target_names]})

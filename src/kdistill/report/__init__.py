@@ -1,0 +1,1 @@
+"""The comparison report: teacher vs distilled vs scratch twin (metrics, sizes, latency, curves)."""

@@ -1,0 +1,103 @@
+"""Writing the comparison report: ``report.json`` (numbers), ``report.md`` (for people) and
+``curves.png`` (validation metric per epoch for every trained model)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from kdistill.recipe import Recipe
+from kdistill.report.metrics import HIGHER_IS_BETTER, PRIMARY
+from kdistill.report.results import ModelResult
+
+
+def verdict(task: str, results: list[ModelResult]) -> dict:
+    """Did distillation beat the scratch twin on the primary test metric? Says so plainly either way."""
+    metric = PRIMARY[task]
+    by_role = {result.role: result for result in results}
+    if "distilled" not in by_role or "scratch" not in by_role:
+        return {"metric": metric, "helped": None, "delta": None, "text": "No scratch twin was trained (compare.scratch: false)."}
+    distilled, scratch = by_role["distilled"].metrics[metric], by_role["scratch"].metrics[metric]
+    delta = distilled - scratch if HIGHER_IS_BETTER[metric] else scratch - distilled
+    if delta > 0:
+        text = f"Distillation helped: the distilled student beats its scratch twin by {abs(distilled - scratch):.4f} {metric}."
+    elif delta == 0:
+        text = f"Distillation did not help: the distilled student ties its scratch twin on {metric} ({distilled:.4f})."
+    else:
+        text = (f"Distillation did not help: the scratch twin beats the distilled student by "
+                f"{abs(distilled - scratch):.4f} {metric}. Train the student alone, or revisit the recipe.")
+    return {"metric": metric, "helped": delta > 0, "delta": delta, "text": text}
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def _markdown(recipe: Recipe, report: dict) -> str:
+    metric = report["verdict"]["metric"]
+    lines = [
+        f"# kdistill report: {recipe.name}",
+        "",
+        f"Backend `{report['backend']}`, task `{recipe.task}`, data `{report['data']['name']}` "
+        f"({report['data']['train']} train / {report['data']['val']} val / {report['data']['test']} test"
+        + (f" / {report['data']['transfer']} transfer" if report["data"]["transfer"] else "") + "), "
+        f"losses {', '.join(f'{name}×{weight:g}' for name, weight in recipe.weights.items())}.",
+        "",
+        f"**{report['verdict']['text']}**",
+        "",
+        f"| model | test {metric} | parameters | size on disk | latency b=1 (ms) | latency b=256 (ms) | agreement with teacher | train time (s) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for model in report["models"]:
+        agreement = "—" if model["agreement"] is None else f"{model['agreement']:.4f}"
+        seconds = "—" if model["train_seconds"] is None else f"{model['train_seconds']:.1f}"
+        lines.append(
+            f"| {model['role']} | {model['metrics'][metric]:.4f} | {model['parameters']:,} | "
+            f"{model['size_bytes'] / 1024:.1f} KiB | {model['latency_ms']['batch_1']:.3f} | "
+            f"{model['latency_ms']['batch_256']:.3f} | {agreement} | {seconds} |"
+        )
+    lines += ["", "Metrics on the test split at T = 1; latency is the median of repeated eval-mode forward passes.",
+              "Validation curves: `curves.png`. Full numbers: `report.json`. Recipe as run: `recipe.yaml`.", ""]
+    return "\n".join(lines)
+
+
+def _plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    figure, axes = pyplot.subplots(figsize=(6.4, 4.0))
+    for model in report["models"]:
+        if model["val_history"]:
+            epochs = range(1, len(model["val_history"]) + 1)
+            axes.plot(epochs, model["val_history"], marker="o", markersize=3, label=model["role"])
+    axes.set_xlabel("epoch")
+    axes.set_ylabel(f"validation {report['verdict']['metric']}")
+    axes.set_title(report["recipe"])
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    _atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
+    pyplot.close(figure)
+
+
+def write_report(out: Path, recipe: Recipe, backend_info: dict, data_info: dict, results: list[ModelResult]) -> dict:
+    """Write recipe.yaml, curves.png, report.md and, last, report.json (its presence marks a complete run)."""
+    report = {
+        "recipe": recipe.name,
+        "backend": recipe.backend,
+        "task": recipe.task,
+        "environment": backend_info,
+        "data": data_info,
+        "models": [result.to_dict() for result in results],
+        "verdict": verdict(recipe.task, results),
+    }
+    _atomic_write(out / "recipe.yaml", lambda tmp: tmp.write_text(recipe.to_yaml()))
+    _plot(report, out / "curves.png")
+    _atomic_write(out / "report.md", lambda tmp: tmp.write_text(_markdown(recipe, report)))
+    _atomic_write(out / "report.json", lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
+    return report

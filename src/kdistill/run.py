@@ -1,0 +1,81 @@
+"""``kdistill run``: validate, build and check everything, then train and write the report.
+
+Nothing is written before every check has passed. While a run is under way its output directory
+holds an ``INCOMPLETE`` file (with the error, if it failed); ``report.json`` is written last, so
+a directory with ``report.json`` and no ``INCOMPLETE`` is a finished run.
+"""
+
+from __future__ import annotations
+
+import datetime
+import platform
+from pathlib import Path
+
+from kdistill.data import load_task_data
+from kdistill.errors import KdistillError
+from kdistill.recipe import Recipe
+from kdistill.report.write import write_report
+
+MARKER = "INCOMPLETE"
+
+
+def _pipeline(recipe: Recipe, data):
+    if recipe.backend == "torch":
+        try:
+            from kdistill.torch.pipeline import TorchPipeline
+        except ImportError as error:
+            raise KdistillError(f"backend: 'torch' needs PyTorch ({error}); pip install 'kdistill[torch]'") from None
+        return TorchPipeline(recipe, data)
+    raise KdistillError(f"backend: {recipe.backend!r} is not available in this version")
+
+
+def _environment(recipe: Recipe, pipeline) -> dict:
+    info = {"python": platform.python_version(), "machine": platform.machine(), "backend": recipe.backend}
+    if recipe.backend == "torch":
+        import torch
+
+        info.update(torch=torch.__version__, device=str(pipeline.device), threads=torch.get_num_threads())
+    return info
+
+
+def output_dir(recipe: Recipe, out: str | Path | None, resume: bool, overwrite: bool) -> Path:
+    """Where the run writes: --out, else output.dir, else runs/NAME-TIMESTAMP. A finished run is
+    never overwritten unless asked; --resume needs a named directory."""
+    chosen = out or recipe.output.dir
+    if chosen is None:
+        if resume:
+            raise KdistillError("--resume needs the output directory of the run to resume (--out DIR)")
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        return Path("runs") / f"{recipe.name}-{stamp}"
+    path = Path(chosen)
+    if path.exists() and not path.is_dir():
+        raise KdistillError(f"--out {str(path)!r} exists and is not a directory")
+    finished = (path / "report.json").exists() and not (path / MARKER).exists()
+    if finished and not overwrite:
+        raise KdistillError(f"--out {str(path)!r} already holds a finished run; pick another directory or pass --overwrite")
+    if resume and not path.is_dir():
+        raise KdistillError(f"--resume: {str(path)!r} does not exist; nothing to resume")
+    return path
+
+
+def run(recipe: Recipe, out: str | Path | None = None, resume: bool = False, overwrite: bool = False) -> tuple[Path, dict]:
+    """Run a recipe end to end; returns the output directory and the report."""
+    directory = output_dir(recipe, out, resume, overwrite)
+    data = load_task_data(recipe.data, recipe.task)
+    pipeline = _pipeline(recipe, data)  # builds and checks models: may fail, writes nothing
+    directory.mkdir(parents=True, exist_ok=True)
+    marker = directory / MARKER
+    marker.write_text("kdistill run in progress (or interrupted); report.json is written last\n")
+    for stale in ("report.json", "report.md"):
+        (directory / stale).unlink(missing_ok=True)
+    try:
+        results = pipeline.execute(directory, resume)
+        data_info = {"name": data.name, "fingerprint": data.fingerprint(), "train": len(data.train),
+                     "val": len(data.val), "test": len(data.test),
+                     "transfer": 0 if data.transfer is None else len(data.transfer)}
+        report = write_report(directory, recipe, _environment(recipe, pipeline), data_info, results)
+    except BaseException as error:
+        marker.write_text(f"kdistill run failed: {type(error).__name__}: {error}\nresume with: kdistill run RECIPE --out {directory} --resume\n")
+        raise
+    marker.unlink()
+    return directory, report

@@ -1,0 +1,123 @@
+"""The distillation objective: a student, an optional frozen teacher, losses by name and named
+weights. Total = Σ weights[name] · loss[name]; ``task`` is the supervised loss on true labels.
+
+The same module computes the teacher's own training (weights ``{task: 1}``, no teacher) and the
+scratch twin's, so every model in a run is trained by one code path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from kdistill.errors import KdistillError
+from kdistill.losses import CATALOGUE
+from kdistill.recipe import FeaturePair
+from kdistill.torch.features import FeatureTap, make_adapter
+from kdistill.torch.losses import LOSS_FUNCTIONS, task_loss
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Eval mode, no gradients: a teacher never trains and never changes under distillation."""
+    model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model
+
+
+class Distiller(nn.Module):
+    """student + frozen teacher → (total loss, {name: loss}) for one batch.
+
+    ``x`` holds the labeled samples first and then any unlabeled transfer samples; ``y`` labels
+    the first ``len(y)`` rows. The task loss (and ``dkd``, which needs the true class) reads the
+    labeled rows; every other distillation loss reads all rows. The teacher sees exactly the batch
+    the student sees. Hint adapters are owned here and trained with the student.
+    """
+
+    def __init__(self, student: nn.Module, task: str, weights: Mapping[str, float],
+                 losses: Mapping[str, Mapping[str, float]] | None = None, teacher: nn.Module | None = None,
+                 features: Sequence[FeaturePair] = (), probe: torch.Tensor | None = None):
+        super().__init__()
+        losses = dict(losses or {})
+        if losses and teacher is None:
+            raise KdistillError(f"losses {', '.join(losses)} need a teacher; none was given")
+        self.student, self.task = student, task
+        self.weights = {name: float(weight) for name, weight in weights.items() if weight > 0}
+        self.losses = {name: dict(settings) for name, settings in losses.items() if name in self.weights}
+        self._teacher = [freeze(teacher)] if teacher is not None else []  # a list keeps it out of parameters()
+        self.features = [pair for pair in features if pair.loss in self.losses]
+        self.student_tap = FeatureTap(student, [pair.student for pair in self.features], "features.student")
+        self.teacher_tap = FeatureTap(teacher, [pair.teacher for pair in self.features], "features.teacher") if self.features else None
+        self.adapters = nn.ModuleDict()
+        if probe is not None:
+            self._check_outputs(probe)
+
+    @property
+    def teacher(self) -> nn.Module | None:
+        return self._teacher[0] if self._teacher else None
+
+    def _check_outputs(self, probe: torch.Tensor) -> None:
+        """Run both models once on a few samples: output shapes must agree, adapters get their widths."""
+        was_training = self.student.training
+        self.student.eval()
+        with torch.no_grad():
+            student_out = self.student(probe)
+            if self.teacher is not None:
+                teacher_out = self.teacher(probe)
+                if student_out.shape[1:] != teacher_out.shape[1:]:
+                    raise KdistillError(
+                        f"teacher outputs {tuple(teacher_out.shape[1:])} per sample but student outputs "
+                        f"{tuple(student_out.shape[1:])}: class counts must match"
+                    )
+        for index, pair in enumerate(self.features):
+            if pair.loss == "hint":
+                self.adapters[str(index)] = make_adapter(
+                    self.student_tap.outputs[pair.student], self.teacher_tap.outputs[pair.teacher], f"features.{index}"
+                )
+            elif self.student_tap.outputs[pair.student].shape[2:] != self.teacher_tap.outputs[pair.teacher].shape[2:]:
+                raise KdistillError(
+                    f"features.{index}: attention transfer needs equal spatial sizes, got student "
+                    f"{tuple(self.student_tap.outputs[pair.student].shape[1:])} and teacher "
+                    f"{tuple(self.teacher_tap.outputs[pair.teacher].shape[1:])}"
+                )
+        self.student.train(was_training)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [*self.student.parameters(), *self.adapters.parameters()]
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        student_out = self.student(x)
+        labeled = len(y)
+        parts: dict[str, torch.Tensor] = {}
+        if "task" in self.weights and labeled:
+            parts["task"] = task_loss(student_out[:labeled], y, self.task)
+        if self.losses:
+            with torch.no_grad():
+                teacher_out = self.teacher(x)
+            for name, settings in self.losses.items():
+                parts[name] = self._distillation_loss(name, settings, student_out, teacher_out, y)
+        total = sum(self.weights[name] * value for name, value in parts.items())
+        return total, parts
+
+    def _distillation_loss(self, name: str, settings: dict[str, float], student_out: torch.Tensor,
+                           teacher_out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        function = LOSS_FUNCTIONS[name]
+        if CATALOGUE[name].inputs == "features":
+            return sum(
+                function(self._student_feature(index, pair), self.teacher_tap.outputs[pair.teacher])
+                for index, pair in enumerate(self.features) if pair.loss == name
+            ) / sum(pair.loss == name for pair in self.features)
+        if name == "soft_ce":
+            temperature = settings["temperature"]
+            return function(student_out, F.softmax(teacher_out / temperature, dim=-1), **settings)
+        if CATALOGUE[name].needs_labels:
+            labeled = len(y)
+            return function(student_out[:labeled], teacher_out[:labeled], y, **settings)
+        return function(student_out, teacher_out, **settings)
+
+    def _student_feature(self, index: int, pair: FeaturePair) -> torch.Tensor:
+        feature = self.student_tap.outputs[pair.student]
+        return self.adapters[str(index)](feature) if str(index) in self.adapters else feature

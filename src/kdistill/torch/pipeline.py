@@ -1,0 +1,147 @@
+"""The PyTorch side of ``kdistill run``: build and check the models, train (or load) the teacher,
+distill the student, train the scratch twin from the identical initial weights, and measure all
+three for the report."""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from kdistill.data.splits import TaskData
+from kdistill.errors import KdistillError
+from kdistill.recipe import Recipe, TrainConfig
+from kdistill.report.metrics import agreement, task_metrics
+from kdistill.report.results import ModelResult
+from kdistill.torch.distiller import Distiller
+from kdistill.torch.models import build_model, count_parameters, load_model, save_model
+from kdistill.torch.trainer import fit, predict, tensors
+
+TEACHER_SEED_OFFSET = 10_000
+
+
+def choose_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise KdistillError("train.device: 'cuda' requested but torch sees no CUDA device (use 'auto' or 'cpu')")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def _expected_output(data: TaskData) -> tuple[int, ...]:
+    return (data.output_dim,)
+
+
+def measure_latency(model: nn.Module, x: torch.Tensor, batch_size: int, repeats: int) -> float:
+    """Median milliseconds of one eval-mode forward pass on ``batch_size`` samples."""
+    batch = x[torch.arange(batch_size) % len(x)]
+    model.eval()
+    timings = []
+    with torch.inference_mode():
+        for index in range(repeats + 3):
+            if batch.is_cuda:
+                torch.cuda.synchronize()
+            started = time.perf_counter()
+            model(batch)
+            if batch.is_cuda:
+                torch.cuda.synchronize()
+            if index >= 3:  # warm-up
+                timings.append((time.perf_counter() - started) * 1000)
+    return statistics.median(timings)
+
+
+class TorchPipeline:
+    """Two phases: ``__init__`` builds everything and checks it (no files written, nothing
+    trained); ``execute`` trains and measures, writing only inside the output directory."""
+
+    def __init__(self, recipe: Recipe, data: TaskData):
+        self.recipe, self.data = recipe, data
+        self.device = choose_device(recipe.train.device)
+        torch.manual_seed(recipe.train.seed + TEACHER_SEED_OFFSET)
+        self.teacher, self.teacher_spec = build_model(recipe.teacher, data, "teacher")
+        torch.manual_seed(recipe.train.seed)
+        self.student, self.student_spec = build_model(recipe.student, data, "student")
+        self.initial_student = copy.deepcopy(self.student.state_dict())
+        self.teacher.to(self.device)
+        self.student.to(self.device)
+        self.probe = tensors(data.train.take(np.arange(min(4, len(data.train)))), self.device)[0]
+        self._check_output_shape(self.teacher, "teacher")
+        self._check_output_shape(self.student, "student")
+        self.distiller = Distiller(
+            self.student, recipe.task, recipe.weights,
+            {name: recipe.loss_settings(name) for name in recipe.losses},
+            teacher=self.teacher, features=recipe.features, probe=self.probe,
+        )
+
+    def _check_output_shape(self, model: nn.Module, field: str) -> None:
+        model.eval()
+        try:
+            with torch.no_grad():
+                shape = tuple(model(self.probe).shape[1:])
+        except Exception as error:  # the user's model rejected the data: say which and why
+            raise KdistillError(f"{field}: forward pass on inputs {tuple(self.probe.shape[1:])} failed: {error}") from None
+        if shape != _expected_output(self.data):
+            raise KdistillError(
+                f"{field}: outputs {shape} per sample, but {self.data.name} ({self.data.task}) needs "
+                f"{_expected_output(self.data)}"
+            )
+
+    def _teacher_training(self) -> TrainConfig:
+        overrides = self.recipe.teacher.train.model_dump(exclude_none=True)
+        seed = self.recipe.train.seed + TEACHER_SEED_OFFSET
+        return self.recipe.train.model_copy(update={**overrides, "seed": seed})
+
+    def execute(self, out: Path, resume: bool) -> list[ModelResult]:
+        checkpoints = out / "checkpoints"
+        checkpoints.mkdir(parents=True, exist_ok=True)
+        results = []
+        teacher_file = out / "teacher.safetensors"
+        teacher_history = None
+        if self.recipe.teacher.path is not None:
+            teacher_file = Path(self.recipe.teacher.path)
+        elif resume and teacher_file.exists():
+            self.teacher.load_state_dict(load_model(teacher_file, "teacher").state_dict())
+        else:
+            trainee = Distiller(self.teacher.train(), self.recipe.task, {"task": 1.0})
+            for parameter in self.teacher.parameters():
+                parameter.requires_grad_(True)
+            teacher_history = fit("teacher", trainee, self.data, self._teacher_training(), self.device,
+                                  checkpoints / "teacher.pt", resume)
+            save_model(self.teacher, self.teacher_spec, out / "teacher")
+        self.distiller.teacher.requires_grad_(False).eval()
+        results.append(self._measure("teacher", self.teacher, teacher_file, teacher_history, None))
+        teacher_test = predict(self.teacher, tensors(self.data.test, self.device)[0], self.recipe.train.eval_batch_size)
+
+        history = fit("distilled", self.distiller, self.data, self.recipe.train, self.device,
+                      checkpoints / "distilled.pt", resume)
+        student_file = save_model(self.student, self.student_spec, out / "student")
+        results.append(self._measure("distilled", self.student, student_file, history, teacher_test))
+
+        if self.recipe.compare.scratch:
+            scratch = copy.deepcopy(self.student)
+            scratch.load_state_dict(self.initial_student)
+            twin = Distiller(scratch, self.recipe.task, {"task": 1.0})
+            history = fit("scratch", twin, self.data, self.recipe.train, self.device, checkpoints / "scratch.pt", resume)
+            scratch_file = save_model(scratch, self.student_spec, checkpoints / "scratch")
+            results.append(self._measure("scratch", scratch, scratch_file, history, teacher_test))
+        return results
+
+    def _measure(self, role: str, model: nn.Module, weights_file: Path, history, teacher_test) -> ModelResult:
+        x_test, _ = tensors(self.data.test, self.device)
+        outputs = predict(model, x_test, self.recipe.train.eval_batch_size)
+        repeats = self.recipe.compare.latency_repeats
+        return ModelResult(
+            role=role,
+            metrics=task_metrics(self.data.task, outputs, self.data.test.y),
+            parameters=count_parameters(model),
+            size_bytes=weights_file.stat().st_size,
+            latency_ms={f"batch_{size}": measure_latency(model, x_test, size, repeats) for size in (1, 256)},
+            agreement=None if teacher_test is None else agreement(self.data.task, outputs, teacher_test),
+            val_history=[] if history is None else list(history.val),
+            train_seconds=None if history is None else history.train_seconds,
+        )

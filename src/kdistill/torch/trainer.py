@@ -1,0 +1,150 @@
+"""The PyTorch training loop shared by teacher, distilled student and scratch twin.
+
+Seeded and deterministic on CPU: the batch order and dropout of epoch ``e`` depend only on
+``(seed, e)``, so a run resumed from the checkpoint of epoch ``e`` continues exactly as an
+uninterrupted one. A checkpoint is written atomically after every epoch; a non-finite loss stops
+training with the step number and leaves the last good checkpoint in place.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from kdistill.data.splits import Split, TaskData
+from kdistill.errors import TrainingDiverged
+from kdistill.progress import epoch_progress
+from kdistill.recipe import TrainConfig
+from kdistill.report.metrics import PRIMARY, task_metrics
+from kdistill.torch.distiller import Distiller
+
+CHECK_EVERY = 20  # steps between finiteness checks (one host sync each)
+
+
+@dataclass
+class History:
+    """Per-epoch validation metric and mean training loss parts; seconds spent training."""
+
+    metric: str
+    val: list[float] = field(default_factory=list)
+    loss: list[dict[str, float]] = field(default_factory=list)
+    train_seconds: float = 0.0
+
+
+def tensors(split: Split, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    x = torch.from_numpy(np.ascontiguousarray(split.x)).to(device)
+    y = None if split.y is None else torch.from_numpy(np.ascontiguousarray(split.y)).to(device)
+    return x, y
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> np.ndarray:
+    """Raw outputs (logits at T = 1) in eval mode, as float64 numpy."""
+    was_training = model.training
+    model.eval()
+    outputs = torch.cat([model(x[start:start + batch_size]) for start in range(0, len(x), batch_size)])
+    model.train(was_training)
+    return outputs.double().cpu().numpy()
+
+
+def make_optimizer(parameters: list[nn.Parameter], name: str, lr: float, weight_decay: float,
+                   momentum: float) -> torch.optim.Optimizer:
+    if name == "sgd":
+        return torch.optim.SGD(parameters, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    optimizer = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
+    return optimizer(parameters, lr=lr, weight_decay=weight_decay)
+
+
+def make_schedule(optimizer: torch.optim.Optimizer, name: str, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """Per-step schedule: constant, cosine to 0 over the run, or ×0.1 at 1/2 and 3/4 of it."""
+    if name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1))
+    if name == "step":
+        milestones = [total_steps // 2, (3 * total_steps) // 4]
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _step: 1.0)
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def fit(role: str, distiller: Distiller, data: TaskData, config: TrainConfig, device: torch.device,
+        checkpoint: Path | None = None, resume: bool = False) -> History:
+    """Train ``distiller``'s student (and adapters) for ``config.epochs``; returns the history.
+
+    Each step takes ``batch_size`` labeled samples and, when the data has a transfer set,
+    ``batch_size`` unlabeled ones for the distillation terms."""
+    x_train, y_train = tensors(data.train, device)
+    x_val, _ = tensors(data.val, device)
+    x_transfer = tensors(data.transfer, device)[0] if data.transfer is not None else None
+    steps = math.ceil(len(x_train) / config.batch_size)
+    optimizer = make_optimizer(distiller.trainable_parameters(), config.optimizer, config.lr,
+                               config.weight_decay, config.momentum)
+    schedule = make_schedule(optimizer, config.schedule, steps * config.epochs)
+    history = History(metric=PRIMARY[data.task])
+    start_epoch = 0
+    if resume and checkpoint is not None and checkpoint.exists():
+        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        distiller.load_state_dict(state["distiller"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        history, start_epoch = state["history"], state["epoch"] + 1
+
+    with epoch_progress(role, config.epochs, steps, enabled=config.progress) as progress:
+        progress.skip(start_epoch)
+        for epoch in range(start_epoch, config.epochs):
+            started = time.perf_counter()
+            generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+            torch.manual_seed(config.seed * 1_000_003 + epoch)  # dropout
+            order = torch.randperm(len(x_train), generator=generator).to(device)
+            transfer_order = (torch.randperm(len(x_transfer), generator=generator).to(device)
+                              if x_transfer is not None else None)
+            distiller.student.train()
+            totals, sums = [], {}
+            for step in range(steps):
+                index = order[step * config.batch_size:(step + 1) * config.batch_size]
+                x, y = x_train[index], y_train[index]
+                if transfer_order is not None:
+                    t_start = (step * config.batch_size) % len(x_transfer)
+                    x = torch.cat([x, x_transfer[transfer_order[t_start:t_start + config.batch_size]]])
+                total, parts = distiller(x, y)
+                optimizer.zero_grad(set_to_none=True)
+                total.backward()
+                optimizer.step()
+                schedule.step()
+                totals.append(total.detach())
+                for name, value in parts.items():
+                    sums[name] = sums.get(name, 0.0) + value.detach()
+                if (step + 1) % CHECK_EVERY == 0 or step + 1 == steps:
+                    _check_finite(role, epoch, step, totals, parts, checkpoint)
+                    progress.step(epoch, step + 1, loss=float(totals[-1]))
+            history.train_seconds += time.perf_counter() - started
+            history.loss.append({name: float(value) / steps for name, value in sums.items()})
+            history.val.append(task_metrics(data.task, predict(distiller.student, x_val, config.eval_batch_size), data.val.y)[history.metric])
+            progress.end_epoch(epoch, float(torch.stack(totals).mean()), **{history.metric: history.val[-1]})
+            if checkpoint is not None:
+                _save_checkpoint(checkpoint, {"distiller": distiller.state_dict(), "optimizer": optimizer.state_dict(),
+                                              "schedule": schedule.state_dict(), "history": history, "epoch": epoch})
+    return history
+
+
+def _check_finite(role: str, epoch: int, step: int, totals: list[torch.Tensor], parts: dict[str, torch.Tensor],
+                  checkpoint: Path | None) -> None:
+    """Raise at the first non-finite total since the last check, naming its step."""
+    recent = torch.stack(totals[-CHECK_EVERY:])
+    finite = torch.isfinite(recent)
+    if bool(finite.all()):
+        return
+    first_bad = step - len(recent) + 1 + int((~finite).nonzero()[0])
+    raise TrainingDiverged(role, epoch + 1, first_bad + 1, {name: float(value) for name, value in parts.items()},
+                           str(checkpoint) if checkpoint is not None and checkpoint.exists() else None)

@@ -1,0 +1,84 @@
+"""Built-in PyTorch models: MLP, small CNN, user–item scorer. Layers carry readable names
+(``fc1``, ``conv2``, ``head``) so feature-distillation paths are easy to write."""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from kdistill.errors import KdistillError
+
+
+def mlp(input_shape: Sequence[int], output_dim: int, hidden: Sequence[int] = (128,), dropout: float = 0.0,
+        input_dropout: float = 0.0) -> nn.Module:
+    """Flatten → [fcK → reluK → dropK]… → head. ``mlp(hidden=[1200, 1200], dropout=0.5,
+    input_dropout=0.2)`` is Hinton et al. 2015's MNIST teacher."""
+    layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())
+    if input_dropout:
+        layers["drop0"] = nn.Dropout(input_dropout)
+    width = math.prod(input_shape)
+    for index, size in enumerate(hidden, start=1):
+        layers[f"fc{index}"] = nn.Linear(width, size)
+        layers[f"relu{index}"] = nn.ReLU()
+        if dropout:
+            layers[f"drop{index}"] = nn.Dropout(dropout)
+        width = size
+    layers["head"] = nn.Linear(width, output_dim)
+    return nn.Sequential(layers)
+
+
+def cnn(input_shape: Sequence[int], output_dim: int, channels: Sequence[int] = (32, 64), hidden: int = 128,
+        dropout: float = 0.0) -> nn.Module:
+    """[convK (3×3) → reluK → poolK (2×2)]… → flatten → fc → relu → head (LeNet-style).
+    Input (C, H, W); with ``dropout`` a dropout layer follows every block, as in seed 003's teacher."""
+    if len(input_shape) != 3:
+        raise KdistillError(f"student/teacher model 'cnn' needs image inputs (C, H, W), the data gives {tuple(input_shape)}")
+    in_channels, height, width = input_shape
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    for index, size in enumerate(channels, start=1):
+        layers[f"conv{index}"] = nn.Conv2d(in_channels, size, kernel_size=3, padding=1)
+        layers[f"relu{index}"] = nn.ReLU()
+        layers[f"pool{index}"] = nn.MaxPool2d(2)
+        if dropout:
+            layers[f"drop{index}"] = nn.Dropout(dropout)
+        in_channels, height, width = size, height // 2, width // 2
+    layers["flatten"] = nn.Flatten()
+    layers["fc"] = nn.Linear(in_channels * height * width, hidden)
+    layers["relu"] = nn.ReLU()
+    if dropout:
+        layers["drop"] = nn.Dropout(dropout)
+    layers["head"] = nn.Linear(hidden, output_dim)
+    return nn.Sequential(layers)
+
+
+class UserItemScorer(nn.Module):
+    """Scores each (user, candidate item) pair of a list: x (B, 1 + L) int64 → scores (B, L).
+
+    Embeddings of user and item are concatenated and passed through an MLP (``hidden=()`` gives
+    the seed-000 student: a linear layer on the concatenation)."""
+
+    def __init__(self, n_users: int, n_items: int, embedding: int = 32, hidden: Sequence[int] = (64,)):
+        super().__init__()
+        self.user_embedding = nn.Embedding(n_users, embedding)
+        self.item_embedding = nn.Embedding(n_items, embedding)
+        self.scorer = mlp((2 * embedding,), 1, hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        users, items = x[:, 0], x[:, 1:]
+        user_vectors = self.user_embedding(users)[:, None, :].expand(-1, items.shape[1], -1)
+        pairs = torch.cat([user_vectors, self.item_embedding(items)], dim=-1)
+        return self.scorer(pairs.reshape(-1, pairs.shape[-1])).reshape(items.shape)
+
+
+def user_item(input_shape: Sequence[int], output_dim: int, n_users: int, n_items: int, embedding: int = 32,
+              hidden: Sequence[int] = (64,)) -> nn.Module:
+    if input_shape[0] != output_dim + 1:
+        raise KdistillError(f"model 'user_item' needs inputs (1 + L,) = (user, items…); got {tuple(input_shape)} for L={output_dim}")
+    return UserItemScorer(n_users, n_items, embedding, hidden)
+
+
+ZOO = {"mlp": mlp, "cnn": cnn, "user_item": user_item}
