@@ -1,0 +1,188 @@
+"""The loss catalogue in PyTorch: the names, signatures and numbers of ``kdistill.losses.reference``.
+
+Each loss takes tensors, returns a 0-dim tensor, is differentiable in the student inputs and stays
+finite at ±1e4 logits. Formulas, papers, shapes and reductions are documented once, in the reference;
+shape errors are raised by the reference's ``check_*`` functions, so they read the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from kdistill.losses import LOSSES_BY_TASK
+from kdistill.losses.reference import (
+    NORMALIZE_EPS,
+    PEARSON_EPS,
+    check_binary,
+    check_features,
+    check_labels,
+    check_same_shape,
+    check_temperature,
+)
+
+Tensor = torch.Tensor
+
+
+def _batch_kl(log_p: Tensor, log_q: Tensor) -> Tensor:
+    """KL(p ‖ q) summed over classes, averaged over rows, from log-probabilities."""
+    return F.kl_div(log_q, log_p, reduction="batchmean", log_target=True)
+
+
+def _tempered_kl(loss: str, names: tuple[str, str], layout: tuple[str, ...], s: Tensor, t: Tensor, T: float) -> Tensor:
+    check_same_shape(loss, names[0], s, names[1], t, layout)
+    check_temperature(loss, T)
+    return T**2 * _batch_kl(F.log_softmax(t / T, dim=-1), F.log_softmax(s / T, dim=-1))
+
+
+def kd(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0) -> Tensor:
+    """See kdistill.losses.reference.kd."""
+    return _tempered_kl(
+        "kd", ("student_logits", "teacher_logits"), ("batch", "classes"), student_logits, teacher_logits, temperature
+    )
+
+
+def soft_ce(student_logits: Tensor, teacher_probs: Tensor, temperature: float = 1.0) -> Tensor:
+    """See kdistill.losses.reference.soft_ce."""
+    check_same_shape("soft_ce", "student_logits", student_logits, "teacher_probs", teacher_probs, ("batch", "classes"))
+    check_temperature("soft_ce", temperature)
+    log_p = F.log_softmax(student_logits / temperature, dim=-1)
+    return temperature**2 * -(teacher_probs * log_p).sum(dim=-1).mean()
+
+
+def binary_kd(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0) -> Tensor:
+    """See kdistill.losses.reference.binary_kd."""
+    check_binary("binary_kd", "student_logits", student_logits, "teacher_logits", teacher_logits)
+    check_temperature("binary_kd", temperature)
+    targets = torch.sigmoid(teacher_logits.reshape(-1) / temperature)
+    return temperature**2 * F.binary_cross_entropy_with_logits(student_logits.reshape(-1) / temperature, targets)
+
+
+def _mean_squared_error(loss: str, a_name: str, a: Tensor, b_name: str, b: Tensor) -> Tensor:
+    check_same_shape(loss, a_name, a, b_name, b)
+    return F.mse_loss(a, b)
+
+
+def mse(student_outputs: Tensor, teacher_outputs: Tensor) -> Tensor:
+    """See kdistill.losses.reference.mse."""
+    return _mean_squared_error("mse", "student_outputs", student_outputs, "teacher_outputs", teacher_outputs)
+
+
+def listwise(student_scores: Tensor, teacher_scores: Tensor, temperature: float = 1.0) -> Tensor:
+    """See kdistill.losses.reference.listwise."""
+    return _tempered_kl(
+        "listwise",
+        ("student_scores", "teacher_scores"),
+        ("queries", "candidates"),
+        student_scores,
+        teacher_scores,
+        temperature,
+    )
+
+
+def hint(student_features_adapted: Tensor, teacher_features: Tensor) -> Tensor:
+    """See kdistill.losses.reference.hint."""
+    return _mean_squared_error(
+        "hint", "student_features_adapted", student_features_adapted, "teacher_features", teacher_features
+    )
+
+
+def _attention_map(features: Tensor) -> Tensor:
+    return F.normalize(features.pow(2).mean(dim=1).flatten(1), dim=1, eps=NORMALIZE_EPS)
+
+
+def attention(student_features: Tensor, teacher_features: Tensor) -> Tensor:
+    """See kdistill.losses.reference.attention."""
+    check_features("attention", "student_features", student_features, "teacher_features", teacher_features)
+    return F.mse_loss(_attention_map(student_features), _attention_map(teacher_features))
+
+
+def _non_target(z: Tensor, gt: Tensor) -> Tensor:
+    return z[~gt].reshape(len(z), -1)
+
+
+def _target_split(z: Tensor, gt: Tensor) -> Tensor:
+    """log [p_gt, 1 − p_gt] of softmax(z), both computed in log space."""
+    lse = torch.logsumexp(z, dim=1)
+    return torch.stack([z[gt] - lse, torch.logsumexp(_non_target(z, gt), dim=1) - lse], dim=1)
+
+
+def dkd(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    labels: Tensor,
+    alpha: float = 1.0,
+    beta: float = 8.0,
+    temperature: float = 4.0,
+) -> Tensor:
+    """See kdistill.losses.reference.dkd."""
+    check_same_shape("dkd", "student_logits", student_logits, "teacher_logits", teacher_logits, ("batch", "classes"))
+    check_labels("dkd", "student_logits", student_logits, "labels", labels)
+    check_temperature("dkd", temperature)
+    s, t = student_logits / temperature, teacher_logits / temperature
+    gt = F.one_hot(labels, s.shape[1]).bool()
+    tckd = _batch_kl(_target_split(t, gt), _target_split(s, gt))
+    nckd = _batch_kl(F.log_softmax(_non_target(t, gt), dim=1), F.log_softmax(_non_target(s, gt), dim=1))
+    return temperature**2 * (alpha * tckd + beta * nckd)
+
+
+def _mean_pearson(a: Tensor, b: Tensor) -> Tensor:
+    a, b = a - a.mean(dim=1, keepdim=True), b - b.mean(dim=1, keepdim=True)
+    norms = torch.linalg.vector_norm(a, dim=1) * torch.linalg.vector_norm(b, dim=1)
+    return ((a * b).sum(dim=1) / (norms + PEARSON_EPS)).mean()
+
+
+def dist(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    beta: float = 1.0,
+    gamma: float = 1.0,
+    temperature: float = 1.0,
+) -> Tensor:
+    """See kdistill.losses.reference.dist."""
+    check_same_shape("dist", "student_logits", student_logits, "teacher_logits", teacher_logits, ("batch", "classes"))
+    check_temperature("dist", temperature)
+    p_s, p_t = F.softmax(student_logits / temperature, dim=1), F.softmax(teacher_logits / temperature, dim=1)
+    inter, intra = 1.0 - _mean_pearson(p_s, p_t), 1.0 - _mean_pearson(p_s.T, p_t.T)
+    return temperature**2 * (beta * inter + gamma * intra)
+
+
+def hard(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
+    """See kdistill.losses.reference.hard."""
+    check_same_shape("hard", "student_logits", student_logits, "teacher_logits", teacher_logits, ("batch", "classes"))
+    return F.cross_entropy(student_logits, teacher_logits.argmax(dim=1))
+
+
+def task_loss(outputs: Tensor, targets: Tensor, task: str) -> Tensor:
+    """See kdistill.losses.reference.task."""
+    if task == "classification":
+        check_labels("task", "outputs", outputs, "targets", targets)
+        return F.cross_entropy(outputs, targets)
+    if task == "binary":
+        check_binary("task", "outputs", outputs, "targets", targets)
+        return F.binary_cross_entropy_with_logits(outputs.reshape(-1), targets.reshape(-1).to(outputs.dtype))
+    if task == "regression":
+        return _mean_squared_error("task", "outputs", outputs, "targets", targets)
+    if task == "ranking":
+        check_same_shape("task", "outputs", outputs, "targets", targets, ("queries", "candidates"))
+        total = targets.sum(dim=1, keepdim=True)
+        q = targets / torch.where(total > 0, total, torch.ones_like(total))
+        return -(q * F.log_softmax(outputs, dim=1)).sum() / torch.count_nonzero(total).clamp(min=1)
+    raise ValueError(f"task: unknown task {task!r}; expected one of {', '.join(LOSSES_BY_TASK)}")
+
+
+LOSS_FUNCTIONS: dict[str, Callable[..., Tensor]] = {
+    "kd": kd,
+    "soft_ce": soft_ce,
+    "binary_kd": binary_kd,
+    "mse": mse,
+    "listwise": listwise,
+    "hint": hint,
+    "attention": attention,
+    "dkd": dkd,
+    "dist": dist,
+    "hard": hard,
+}
+"""The catalogue's losses by name (``task`` is ``task_loss``)."""
