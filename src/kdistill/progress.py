@@ -1,4 +1,4 @@
-"""Progress display for training: a rich bar per model with loss and metric, one log line per epoch."""
+"""Progress display for training: a rich bar per model with loss and metric, and about ten epoch log lines."""
 
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ class EpochProgress:
 
     def end_epoch(self, epoch: int, loss: float, **metrics: float) -> None:
         shown = " ".join(f"{name} {value:.4f}" for name, value in metrics.items())
-        if self._progress is not None:
+        every = max(1, self._epochs // 10)  # about ten lines per model
+        if self._progress is not None and ((epoch + 1) % every == 0 or epoch + 1 == self._epochs):
             self._progress.console.print(f"{self._role:>9} epoch {epoch + 1}/{self._epochs}  loss {loss:.4f}  val {shown}")
 
     def _update(self, completed: int, info: str) -> None:

@@ -1,0 +1,29 @@
+# Two entry points for a fresh machine: `make demo` (set up, then `kdistill run`) and `make test`.
+# Both create .venv, install kdistill with every extra and the dev tools, and (as root) Debian's
+# Fashion-MNIST package.
+VENV   := .venv
+PYTHON := $(VENV)/bin/python
+STAMP  := $(VENV)/.kdistill-installed
+TORCH  := torch==2.13.0
+
+.PHONY: setup demo test bench
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@if [ "$$(id -u)" = 0 ] && [ ! -d /usr/share/datasets/fashion-mnist ]; then \
+		apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; fi
+	test -x $(PYTHON) || python3 -m venv $(VENV)
+	$(PYTHON) -m pip install -q --upgrade pip
+	$(PYTHON) -m pip install -q "$(TORCH)"
+	$(PYTHON) -m pip install -q -e ".[torch,files,dev]"
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/kdistill run
+
+test: setup
+	$(PYTHON) -m pytest -q
+
+bench: setup
+	$(PYTHON) benchmarks/torch_online_kd.py
