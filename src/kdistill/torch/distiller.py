@@ -44,6 +44,14 @@ class Distiller(nn.Module):
         losses = dict(losses or {})
         if losses and teacher is None:
             raise KdistillError(f"losses {', '.join(losses)} need a teacher; none was given")
+        for name in losses:
+            if name not in LOSS_FUNCTIONS:
+                raise KdistillError(f"losses.{name}: unknown loss; allowed: {', '.join(LOSS_FUNCTIONS)}")
+        for name, weight in weights.items():
+            if name != "task" and name not in losses:
+                raise KdistillError(f"weights.{name}: no loss of that name in losses ({', '.join(losses) or 'none'})")
+            if not weight >= 0:
+                raise KdistillError(f"weights.{name}: {weight} is negative (weights must be >= 0)")
         self.student, self.task = student, task
         self.weights = {name: float(weight) for name, weight in weights.items() if weight > 0}
         self.losses = {name: dict(settings) for name, settings in losses.items() if name in self.weights}

@@ -1,0 +1,58 @@
+"""Teacher / scratch / distilled over several student seeds: mean ± std of the primary test metric.
+
+The first seed trains the teacher; later seeds reuse that saved teacher (``teacher.path``), so the
+seeds vary the student's initial weights, batch order and dropout, not the teacher. Every run is
+an ordinary ``kdistill run`` whose report stays in OUT/seed-N.
+
+    python benchmarks/seeds.py fashion_mnist_mlp --seeds 0 1 2 --out runs/bench-fashion-mlp
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+from kdistill.recipe import load_recipe
+from kdistill.run import run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("recipe")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    args = parser.parse_args()
+    out = Path(args.out)
+    teacher = None
+    reports = []
+    for seed in args.seeds:
+        overrides = [*args.overrides, f"train.seed={seed}", "train.progress=false"]
+        if teacher is not None:
+            overrides.append(f"teacher.path={teacher}")
+        directory = out / f"seed-{seed}"
+        if (directory / "report.json").exists() and not (directory / "INCOMPLETE").exists():
+            report = json.loads((directory / "report.json").read_text())
+        else:
+            _, report = run(load_recipe(args.recipe, overrides), directory, resume=directory.exists())
+        teacher = teacher or (directory / "teacher.safetensors").resolve()
+        reports.append(report)
+        print(f"seed {seed}: {report['verdict']['text']}", file=sys.stderr, flush=True)
+
+    metric = reports[0]["verdict"]["metric"]
+    print(f"\n`python benchmarks/seeds.py {' '.join(sys.argv[1:])}`\n")
+    print(f"| model | test {metric} (mean ± std over seeds {', '.join(map(str, args.seeds))}) | per seed |")
+    print("|---|---|---|")
+    for role in ("teacher", "scratch", "distilled"):
+        values = [100 * m["metrics"][metric] for r in reports for m in r["models"] if m["role"] == role]
+        spread = statistics.stdev(values) if len(values) > 1 else 0.0
+        print(f"| {role} | {statistics.mean(values):.2f} ± {spread:.2f} | {', '.join(f'{v:.2f}' for v in values)} |")
+    deltas = [100 * r["verdict"]["delta"] for r in reports]
+    print(f"\ndistilled − scratch: {statistics.mean(deltas):+.2f} points (mean), per seed {', '.join(f'{d:+.2f}' for d in deltas)}")
+
+
+if __name__ == "__main__":
+    main()
