@@ -11,6 +11,8 @@ import datetime
 import platform
 from pathlib import Path
 
+import yaml
+
 from kdistill.data import load_task_data
 from kdistill.errors import KdistillError
 from kdistill.recipe import Recipe
@@ -58,12 +60,29 @@ def output_dir(recipe: Recipe, out: str | Path | None, resume: bool, overwrite: 
     return path
 
 
+def _check_same_recipe(directory: Path, recipe: Recipe, resume: bool) -> None:
+    """--resume continues only the run it was: the stored recipe must equal this one."""
+    stored_file = directory / "recipe.yaml"
+    if not resume or not stored_file.exists():
+        return
+    stored = yaml.safe_load(stored_file.read_text())
+    current = recipe.model_dump(mode="json")
+    changed = [key for key in sorted(set(stored) | set(current)) if stored.get(key) != current.get(key)]
+    if changed:
+        raise KdistillError(
+            f"--resume: the recipe differs from the interrupted run's {stored_file} in section(s) "
+            f"{', '.join(changed)}; resume with the same recipe, or start afresh in another --out"
+        )
+
+
 def run(recipe: Recipe, out: str | Path | None = None, resume: bool = False, overwrite: bool = False) -> tuple[Path, dict]:
     """Run a recipe end to end; returns the output directory and the report."""
     directory = output_dir(recipe, out, resume, overwrite)
     data = load_task_data(recipe.data, recipe.task)
     pipeline = _pipeline(recipe, data)  # builds and checks models: may fail, writes nothing
+    _check_same_recipe(directory, recipe, resume)
     directory.mkdir(parents=True, exist_ok=True)
+    (directory / "recipe.yaml").write_text(recipe.to_yaml())
     marker = directory / MARKER
     marker.write_text("kdistill run in progress (or interrupted); report.json is written last\n")
     for stale in ("report.json", "report.md"):

@@ -86,7 +86,7 @@ def _plot(report: dict, path: Path) -> None:
 
 
 def write_report(out: Path, recipe: Recipe, backend_info: dict, data_info: dict, results: list[ModelResult]) -> dict:
-    """Write recipe.yaml, curves.png, report.md and, last, report.json (its presence marks a complete run)."""
+    """Write curves.png, report.md and, last, report.json (its presence marks a complete run)."""
     report = {
         "recipe": recipe.name,
         "backend": recipe.backend,
@@ -96,7 +96,6 @@ def write_report(out: Path, recipe: Recipe, backend_info: dict, data_info: dict,
         "models": [result.to_dict() for result in results],
         "verdict": verdict(recipe.task, results),
     }
-    _atomic_write(out / "recipe.yaml", lambda tmp: tmp.write_text(recipe.to_yaml()))
     _plot(report, out / "curves.png")
     _atomic_write(out / "report.md", lambda tmp: tmp.write_text(_markdown(recipe, report)))
     _atomic_write(out / "report.json", lambda tmp: tmp.write_text(json.dumps(report, indent=2)))

@@ -19,7 +19,7 @@ from kdistill.recipe import Recipe, TrainConfig
 from kdistill.report.metrics import agreement, task_metrics
 from kdistill.report.results import ModelResult
 from kdistill.torch.distiller import Distiller
-from kdistill.torch.models import build_model, count_parameters, load_model, save_model
+from kdistill.torch.models import build_model, count_parameters, save_model
 from kdistill.torch.trainer import fit, predict, tensors
 
 TEACHER_SEED_OFFSET = 10_000
@@ -67,6 +67,7 @@ class TorchPipeline:
         torch.manual_seed(recipe.train.seed)
         self.student, self.student_spec = build_model(recipe.student, data, "student")
         self.initial_student = copy.deepcopy(self.student.state_dict())
+        self.scratch = copy.deepcopy(self.student)  # before the distiller hooks the student's layers
         self.teacher.to(self.device)
         self.student.to(self.device)
         self.probe = tensors(data.train.take(np.arange(min(4, len(data.train)))), self.device)[0]
@@ -104,9 +105,7 @@ class TorchPipeline:
         teacher_history = None
         if self.recipe.teacher.path is not None:
             teacher_file = Path(self.recipe.teacher.path)
-        elif resume and teacher_file.exists():
-            self.teacher.load_state_dict(load_model(teacher_file, "teacher").state_dict())
-        else:
+        else:  # on resume, a finished teacher's checkpoint restores its weights and history without training
             trainee = Distiller(self.teacher.train(), self.recipe.task, {"task": 1.0})
             for parameter in self.teacher.parameters():
                 parameter.requires_grad_(True)
@@ -123,8 +122,7 @@ class TorchPipeline:
         results.append(self._measure("distilled", self.student, student_file, history, teacher_test))
 
         if self.recipe.compare.scratch:
-            scratch = copy.deepcopy(self.student)
-            scratch.load_state_dict(self.initial_student)
+            scratch = self.scratch.to(self.device)
             twin = Distiller(scratch, self.recipe.task, {"task": 1.0})
             history = fit("scratch", twin, self.data, self.recipe.train, self.device, checkpoints / "scratch.pt", resume)
             scratch_file = save_model(scratch, self.student_spec, checkpoints / "scratch")

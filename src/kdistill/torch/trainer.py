@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from kdistill.data.splits import Split, TaskData
-from kdistill.errors import TrainingDiverged
+from kdistill.errors import KdistillError, TrainingDiverged
 from kdistill.progress import epoch_progress
 from kdistill.recipe import TrainConfig
 from kdistill.report.metrics import PRIMARY, task_metrics
@@ -82,11 +82,12 @@ def fit(role: str, distiller: Distiller, data: TaskData, config: TrainConfig, de
         checkpoint: Path | None = None, resume: bool = False) -> History:
     """Train ``distiller``'s student (and adapters) for ``config.epochs``; returns the history.
 
-    Each step takes ``batch_size`` labeled samples and, when the data has a transfer set,
-    ``batch_size`` unlabeled ones for the distillation terms."""
+    Each step takes ``batch_size`` labeled samples and, when the data has a transfer set and the
+    distiller has distillation terms, ``batch_size`` unlabeled ones for those terms (a teacher or
+    scratch twin, trained on labels alone, never sees them)."""
     x_train, y_train = tensors(data.train, device)
     x_val, _ = tensors(data.val, device)
-    x_transfer = tensors(data.transfer, device)[0] if data.transfer is not None else None
+    x_transfer = tensors(data.transfer, device)[0] if data.transfer is not None and distiller.losses else None
     steps = math.ceil(len(x_train) / config.batch_size)
     optimizer = make_optimizer(distiller.trainable_parameters(), config.optimizer, config.lr,
                                config.weight_decay, config.momentum)
@@ -95,8 +96,14 @@ def fit(role: str, distiller: Distiller, data: TaskData, config: TrainConfig, de
     start_epoch = 0
     if resume and checkpoint is not None and checkpoint.exists():
         state = torch.load(checkpoint, map_location=device, weights_only=False)
-        distiller.load_state_dict(state["distiller"])
-        optimizer.load_state_dict(state["optimizer"])
+        try:
+            distiller.load_state_dict(state["distiller"])
+            optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError) as error:
+            raise KdistillError(
+                f"--resume: {checkpoint} does not fit this recipe's {role} model (resume with the recipe of the "
+                f"interrupted run, or start afresh in another --out): {str(error).strip()}"
+            ) from None
         schedule.load_state_dict(state["schedule"])
         history, start_epoch = state["history"], state["epoch"] + 1
 
@@ -146,5 +153,6 @@ def _check_finite(role: str, epoch: int, step: int, totals: list[torch.Tensor], 
     if bool(finite.all()):
         return
     first_bad = step - len(recent) + 1 + int((~finite).nonzero()[0])
-    raise TrainingDiverged(role, epoch + 1, first_bad + 1, {name: float(value) for name, value in parts.items()},
+    shown = {name: float(value.detach()) for name, value in parts.items()}
+    raise TrainingDiverged(role, epoch + 1, first_bad + 1, shown,
                            str(checkpoint) if checkpoint is not None and checkpoint.exists() else None)

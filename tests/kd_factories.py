@@ -1,0 +1,38 @@
+"""Model factories for tests, referenced from recipes by import path ``kd_factories:NAME``
+(``tests/conftest.py`` puts this directory on ``sys.path``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from kdistill.torch.zoo import mlp
+
+
+def extra_classes(input_shape: Sequence[int], output_dim: int, extra: int = 2) -> nn.Module:
+    """An MLP that ignores the dataset's class count: ``output_dim + extra`` outputs."""
+    return mlp(input_shape, output_dim + extra, hidden=(8,))
+
+
+class NanAfter(nn.Module):
+    """An MLP whose outputs become NaN from its ``steps + 1``-th forward pass in training mode
+    (eval-mode passes, such as validation, are not counted and stay finite)."""
+
+    def __init__(self, input_shape: Sequence[int], output_dim: int, steps: int):
+        super().__init__()
+        self.net = mlp(input_shape, output_dim, hidden=(16,))
+        self.steps, self.calls = steps, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.net(x)
+        if self.training:
+            self.calls += 1
+            if self.calls > self.steps:
+                return out * float("nan")
+        return out
+
+
+def nan_after(input_shape: Sequence[int], output_dim: int, steps: int) -> nn.Module:
+    return NanAfter(input_shape, output_dim, steps)
