@@ -85,6 +85,7 @@ def test_invalid_recipe_field(tmp_path, kdistill, assignment, needles):
 @pytest.mark.parametrize(("argv", "needles"), [
     (["--set", "train.epochs"], ("--set 'train.epochs': expected key=value",)),
     (["--set", "train.epochs=3", "--set", "train.epochs.x=1"], ("'epochs' is not a section",)),
+    (["--set", "weights={task: 0.5, kd: 0.5} train.epochs=20"], ("the value is not valid YAML",)),
     (["--resume"], ("--resume needs the output directory",)),
 ])
 def test_invalid_command_line(tmp_path, kdistill, monkeypatch, argv, needles):

@@ -249,7 +249,10 @@ def set_dotted(raw: dict, assignment: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise KdistillError(f"--set {assignment!r}: {part!r} is not a section")
-    node[parts[-1]] = yaml.safe_load(text)
+    try:
+        node[parts[-1]] = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise KdistillError(f"--set {assignment!r}: the value is not valid YAML ({error.problem})") from None
 
 
 def recipe_from_dict(raw: dict, overrides: list[str] = ()) -> Recipe:
