@@ -100,18 +100,19 @@ class Distiller(nn.Module):
         student_out = self.student(x)
         labeled = len(y)
         parts: dict[str, torch.Tensor] = {}
+        labeled_out = student_out if labeled == len(x) else student_out[:labeled]
         if "task" in self.weights and labeled:
-            parts["task"] = task_loss(student_out[:labeled], y, self.task)
+            parts["task"] = task_loss(labeled_out, y, self.task)
         if self.losses:
             with torch.no_grad():
                 teacher_out = self.teacher(x)
             for name, settings in self.losses.items():
-                parts[name] = self._distillation_loss(name, settings, student_out, teacher_out, y)
+                parts[name] = self._distillation_loss(name, settings, student_out, teacher_out, labeled_out, y)
         total = sum(self.weights[name] * value for name, value in parts.items())
         return total, parts
 
     def _distillation_loss(self, name: str, settings: dict[str, float], student_out: torch.Tensor,
-                           teacher_out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+                           teacher_out: torch.Tensor, labeled_out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         function = LOSS_FUNCTIONS[name]
         if CATALOGUE[name].inputs == "features":
             return sum(
@@ -122,8 +123,7 @@ class Distiller(nn.Module):
             temperature = settings["temperature"]
             return function(student_out, F.softmax(teacher_out / temperature, dim=-1), **settings)
         if CATALOGUE[name].needs_labels:
-            labeled = len(y)
-            return function(student_out[:labeled], teacher_out[:labeled], y, **settings)
+            return function(labeled_out, teacher_out[:len(y)], y, **settings)
         return function(student_out, teacher_out, **settings)
 
     def _student_feature(self, index: int, pair: FeaturePair) -> torch.Tensor:
