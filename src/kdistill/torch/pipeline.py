@@ -37,22 +37,29 @@ def _expected_output(data: TaskData) -> tuple[int, ...]:
     return (data.output_dim,)
 
 
-def measure_latency(model: nn.Module, x: torch.Tensor, batch_size: int, repeats: int) -> float:
-    """Median milliseconds of one eval-mode forward pass on ``batch_size`` samples."""
-    batch = x[torch.arange(batch_size) % len(x)]
-    model.eval()
-    timings = []
+def measure_latencies(models: dict[str, nn.Module], x: torch.Tensor, batch_sizes: tuple[int, ...],
+                      repeats: int) -> dict[str, dict[str, float]]:
+    """Median milliseconds of one eval-mode forward pass per model and batch size.
+
+    The models take turns within every repeat (side by side), so machine noise hits them alike."""
+    batches = {size: x[torch.arange(size) % len(x)] for size in batch_sizes}
+    timings: dict[str, dict[int, list[float]]] = {role: {size: [] for size in batch_sizes} for role in models}
+    for model in models.values():
+        model.eval()
     with torch.inference_mode():
-        for index in range(repeats + 3):
-            if batch.is_cuda:
-                torch.cuda.synchronize()
-            started = time.perf_counter()
-            model(batch)
-            if batch.is_cuda:
-                torch.cuda.synchronize()
-            if index >= 3:  # warm-up
-                timings.append((time.perf_counter() - started) * 1000)
-    return statistics.median(timings)
+        for repeat in range(repeats + 3):  # three warm-up rounds
+            for role, model in models.items():
+                for size, batch in batches.items():
+                    if batch.is_cuda:
+                        torch.cuda.synchronize()
+                    started = time.perf_counter()
+                    model(batch)
+                    if batch.is_cuda:
+                        torch.cuda.synchronize()
+                    if repeat >= 3:
+                        timings[role][size].append((time.perf_counter() - started) * 1000)
+    return {role: {f"batch_{size}": statistics.median(values) for size, values in by_size.items()}
+            for role, by_size in timings.items()}
 
 
 class TorchPipeline:
@@ -100,7 +107,6 @@ class TorchPipeline:
     def execute(self, out: Path, resume: bool) -> list[ModelResult]:
         checkpoints = out / "checkpoints"
         checkpoints.mkdir(parents=True, exist_ok=True)
-        results = []
         teacher_file = out / "teacher.safetensors"
         teacher_history = None
         if self.recipe.teacher.path is not None:
@@ -113,33 +119,40 @@ class TorchPipeline:
                                   checkpoints / "teacher.pt", resume)
             save_model(self.teacher, self.teacher_spec, out / "teacher")
         self.distiller.teacher.requires_grad_(False).eval()
-        results.append(self._measure("teacher", self.teacher, teacher_file, teacher_history, None))
-        teacher_test = predict(self.teacher, tensors(self.data.test, self.device)[0], self.recipe.train.eval_batch_size)
+        measured = {"teacher": (self.teacher, teacher_file, teacher_history)}
 
         history = fit("distilled", self.distiller, self.data, self.recipe.train, self.device,
                       checkpoints / "distilled.pt", resume)
         student_file = save_model(self.student, self.student_spec, out / "student")
-        results.append(self._measure("distilled", self.student, student_file, history, teacher_test))
+        measured["distilled"] = (self.student, student_file, history)
 
         if self.recipe.compare.scratch:
             scratch = self.scratch.to(self.device)
             twin = Distiller(scratch, self.recipe.task, {"task": 1.0})
             history = fit("scratch", twin, self.data, self.recipe.train, self.device, checkpoints / "scratch.pt", resume)
             scratch_file = save_model(scratch, self.student_spec, checkpoints / "scratch")
-            results.append(self._measure("scratch", scratch, scratch_file, history, teacher_test))
-        return results
+            measured["scratch"] = (scratch, scratch_file, history)
+        return self._measure(measured)
 
-    def _measure(self, role: str, model: nn.Module, weights_file: Path, history, teacher_test) -> ModelResult:
-        x_test, _ = tensors(self.data.test, self.device)
-        outputs = predict(model, x_test, self.recipe.train.eval_batch_size)
-        repeats = self.recipe.compare.latency_repeats
+    def _measure(self, measured: dict[str, tuple[nn.Module, Path, object]]) -> list[ModelResult]:
+        """Test metrics, size, agreement with the teacher, and latency taken side by side."""
+        x_test = tensors(self.data.test, self.device)[0]
+        latencies = measure_latencies({role: model for role, (model, _, _) in measured.items()}, x_test, (1, 256),
+                                      self.recipe.compare.latency_repeats)
+        outputs = {role: predict(model, x_test, self.recipe.train.eval_batch_size) for role, (model, _, _) in measured.items()}
+        return [self._result(role, model, weights_file, history, outputs[role], latencies[role],
+                             None if role == "teacher" else outputs["teacher"])
+                for role, (model, weights_file, history) in measured.items()]
+
+    def _result(self, role: str, model: nn.Module, weights_file: Path, history, outputs: np.ndarray,
+                latency_ms: dict[str, float], teacher_outputs: np.ndarray | None) -> ModelResult:
         return ModelResult(
             role=role,
             metrics=task_metrics(self.data.task, outputs, self.data.test.y),
             parameters=count_parameters(model),
             size_bytes=weights_file.stat().st_size,
-            latency_ms={f"batch_{size}": measure_latency(model, x_test, size, repeats) for size in (1, 256)},
-            agreement=None if teacher_test is None else agreement(self.data.task, outputs, teacher_test),
+            latency_ms=latency_ms,
+            agreement=None if teacher_outputs is None else agreement(self.data.task, outputs, teacher_outputs),
             val_history=[] if history is None else list(history.val),
             train_seconds=None if history is None else history.train_seconds,
         )
