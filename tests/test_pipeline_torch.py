@@ -117,7 +117,7 @@ def test_hint_distillation_trains_a_linear_adapter_of_the_right_shape(tmp_path):
     state = torch.load(tmp_path / "checkpoints" / "distilled.pt", weights_only=False)
     assert "adapters.0.weight" in state["distiller"]
     losses = state["history"].loss
-    assert all(set(epoch) == {"task", "kd", "hint"} and all(map(math.isfinite, epoch.values())) for epoch in losses)
+    assert all(set(epoch) == {"total", "task", "kd", "hint"} and all(map(math.isfinite, epoch.values())) for epoch in losses)
     assert losses[-1]["hint"] < losses[0]["hint"]
 
 
@@ -144,7 +144,7 @@ def test_attention_and_conv_hint_on_the_cnn_zoo_model(tmp_path, image_arrays, kd
     assert set(models) == {"teacher", "distilled", "scratch"}
     assert all(0.0 <= model["metrics"]["accuracy"] <= 1.0 for model in models.values())
     parts = torch.load(out / "checkpoints" / "distilled.pt", weights_only=False)["history"].loss
-    assert set(parts[0]) == {"task", "kd", "attention", "hint"}
+    assert set(parts[0]) == {"total", "task", "kd", "attention", "hint"}
     assert all(math.isfinite(value) and value >= 0 for epoch in parts for value in epoch.values())
 
 

@@ -30,7 +30,7 @@ CHECK_EVERY = 20  # steps between finiteness checks (one host sync each)
 
 @dataclass
 class History:
-    """Per-epoch validation metric and mean training loss parts; seconds spent training."""
+    """Per-epoch validation metric and mean training loss (``total`` and each part); seconds spent training."""
 
     metric: str
     val: list[float] = field(default_factory=list)
@@ -117,7 +117,7 @@ def fit(role: str, distiller: Distiller, data: TaskData, config: TrainConfig, de
             transfer_order = (torch.randperm(len(x_transfer), generator=generator).to(device)
                               if x_transfer is not None else None)
             distiller.student.train()
-            totals, sums = [], {}
+            recorded: list[torch.Tensor] = []  # per step: [total, *parts], one stacked op
             for step in range(steps):
                 index = order[step * config.batch_size:(step + 1) * config.batch_size]
                 x, y = x_train[index], y_train[index]
@@ -129,30 +129,30 @@ def fit(role: str, distiller: Distiller, data: TaskData, config: TrainConfig, de
                 total.backward()
                 optimizer.step()
                 schedule.step()
-                totals.append(total.detach())
-                for name, value in parts.items():
-                    sums[name] = sums.get(name, 0.0) + value.detach()
+                with torch.no_grad():
+                    recorded.append(torch.stack([total, *parts.values()]))
                 if (step + 1) % CHECK_EVERY == 0 or step + 1 == steps:
-                    _check_finite(role, epoch, step, totals, parts, checkpoint)
-                    progress.step(epoch, step + 1, loss=float(totals[-1]))
+                    _check_finite(role, epoch, step, recorded, list(parts), checkpoint)
+                    progress.step(epoch, step + 1, loss=float(recorded[-1][0]))
             history.train_seconds += time.perf_counter() - started
-            history.loss.append({name: float(value) / steps for name, value in sums.items()})
+            means = torch.stack(recorded).mean(dim=0).tolist()
+            history.loss.append(dict(zip(["total", *parts], means)))
             history.val.append(task_metrics(data.task, predict(distiller.student, x_val, config.eval_batch_size), data.val.y)[history.metric])
-            progress.end_epoch(epoch, float(torch.stack(totals).mean()), **{history.metric: history.val[-1]})
+            progress.end_epoch(epoch, means[0], **{history.metric: history.val[-1]})
             if checkpoint is not None:
                 _save_checkpoint(checkpoint, {"distiller": distiller.state_dict(), "optimizer": optimizer.state_dict(),
                                               "schedule": schedule.state_dict(), "history": history, "epoch": epoch})
     return history
 
 
-def _check_finite(role: str, epoch: int, step: int, totals: list[torch.Tensor], parts: dict[str, torch.Tensor],
+def _check_finite(role: str, epoch: int, step: int, recorded: list[torch.Tensor], names: list[str],
                   checkpoint: Path | None) -> None:
-    """Raise at the first non-finite total since the last check, naming its step."""
-    recent = torch.stack(totals[-CHECK_EVERY:])
-    finite = torch.isfinite(recent)
+    """Raise at the first step since the last check whose loss is not finite, naming it and its parts."""
+    recent = torch.stack(recorded[-CHECK_EVERY:])
+    finite = torch.isfinite(recent).all(dim=1)
     if bool(finite.all()):
         return
-    first_bad = step - len(recent) + 1 + int((~finite).nonzero()[0])
-    shown = {name: float(value.detach()) for name, value in parts.items()}
-    raise TrainingDiverged(role, epoch + 1, first_bad + 1, shown,
+    bad = int((~finite).nonzero()[0])
+    shown = dict(zip(["total", *names], recent[bad].tolist()))
+    raise TrainingDiverged(role, epoch + 1, step - len(recent) + 2 + bad, shown,
                            str(checkpoint) if checkpoint is not None and checkpoint.exists() else None)
