@@ -102,7 +102,19 @@ class TeacherTraining(StrictModel):
 
 
 class TeacherConfig(ModelConfig):
+    """The teacher: a model (trained here unless ``path`` gives trained weights), or ``store``, a
+    soft-target store written by ``kdistill cache`` — then no teacher runs during training."""
+
     train: TeacherTraining = TeacherTraining()
+    store: str | None = None
+
+    @model_validator(mode="after")
+    def _has_source(self) -> "TeacherConfig":
+        if self.store is not None and (self.model is not None or self.path is not None):
+            raise ValueError("give either store (cached outputs) or model/path, not both")
+        if self.store is None and self.model is None and self.path is None:
+            raise ValueError("give model (zoo name or 'pkg.module:factory'), path (a saved model) or store")
+        return self
 
 
 class LossParams(StrictModel):
@@ -206,6 +218,8 @@ class Recipe(StrictModel):
         for name in FEATURE_LOSSES:
             if name in self.losses and not any(pair.loss == name for pair in self.features):
                 raise ValueError(f"losses.{name}: needs at least one features entry with loss: {name}")
+        if self.features and self.teacher.store is not None:
+            raise ValueError("features: feature losses need the teacher model; teacher.store holds its outputs only")
         for index, pair in enumerate(self.features):
             if pair.loss not in self.losses:
                 raise ValueError(f"features.{index}.loss: {pair.loss!r} is not in losses; add it with a weight")

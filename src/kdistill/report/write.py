@@ -36,6 +36,11 @@ def _atomic_write(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
+def _shown(value, template: str) -> str:
+    """A table cell: the formatted value, or a dash where there is none (e.g. a store teacher's size)."""
+    return "—" if value is None else template.format(value)
+
+
 def _markdown(recipe: Recipe, report: dict) -> str:
     metric = report["verdict"]["metric"]
     lines = [
@@ -52,13 +57,17 @@ def _markdown(recipe: Recipe, report: dict) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for model in report["models"]:
-        agreement = "—" if model["agreement"] is None else f"{model['agreement']:.4f}"
-        seconds = "—" if model["train_seconds"] is None else f"{model['train_seconds']:.1f}"
-        lines.append(
-            f"| {model['role']} | {model['metrics'][metric]:.4f} | {model['parameters']:,} | "
-            f"{model['size_bytes'] / 1024:.1f} KiB | {model['latency_ms']['batch_1']:.3f} | "
-            f"{model['latency_ms']['batch_256']:.3f} | {agreement} | {seconds} |"
+        latency = model["latency_ms"] or {}
+        cells = (
+            f"{model['metrics'][metric]:.4f}",
+            _shown(model["parameters"], "{:,}"),
+            _shown(None if model["size_bytes"] is None else model["size_bytes"] / 1024, "{:.1f} KiB"),
+            _shown(latency.get("batch_1"), "{:.3f}"),
+            _shown(latency.get("batch_256"), "{:.3f}"),
+            _shown(model["agreement"], "{:.4f}"),
+            _shown(model["train_seconds"], "{:.1f}"),
         )
+        lines.append(f"| {model['role']} | " + " | ".join(cells) + " |")
     lines += ["", "Metrics on the test split at T = 1; latency is the median of repeated eval-mode forward passes.",
               "Validation curves: `curves.png`. Full numbers: `report.json`. Recipe as run: `recipe.yaml`.", ""]
     return "\n".join(lines)

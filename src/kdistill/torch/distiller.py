@@ -32,18 +32,19 @@ class Distiller(nn.Module):
     """student + frozen teacher → (total loss, {name: loss}) for one batch.
 
     ``x`` holds the labeled samples first and then any unlabeled transfer samples; ``y`` labels
-    the first ``len(y)`` rows. The task loss (and ``dkd``, which needs the true class) reads the
+    the first ``len(y)`` rows. Offline (``offline=True``, no teacher model), the caller passes the
+    teacher's outputs for the batch, e.g. read from a soft-target store. The task loss (and ``dkd``, which needs the true class) reads the
     labeled rows; every other distillation loss reads all rows. The teacher sees exactly the batch
     the student sees. Hint adapters are owned here and trained with the student.
     """
 
     def __init__(self, student: nn.Module, task: str, weights: Mapping[str, float],
                  losses: Mapping[str, Mapping[str, float]] | None = None, teacher: nn.Module | None = None,
-                 features: Sequence[FeaturePair] = (), probe: torch.Tensor | None = None):
+                 features: Sequence[FeaturePair] = (), probe: torch.Tensor | None = None, offline: bool = False):
         super().__init__()
         losses = dict(losses or {})
-        if losses and teacher is None:
-            raise KdistillError(f"losses {', '.join(losses)} need a teacher; none was given")
+        if losses and teacher is None and not offline:
+            raise KdistillError(f"losses {', '.join(losses)} need a teacher; none was given (offline=True: outputs come per batch)")
         for name in losses:
             if name not in LOSS_FUNCTIONS:
                 raise KdistillError(f"losses.{name}: unknown loss; allowed: {', '.join(LOSS_FUNCTIONS)}")
@@ -96,7 +97,8 @@ class Distiller(nn.Module):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [*self.student.parameters(), *self.adapters.parameters()]
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(self, x: torch.Tensor, y: torch.Tensor,
+                teacher_out: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         student_out = self.student(x)
         labeled = len(y)
         parts: dict[str, torch.Tensor] = {}
@@ -104,8 +106,9 @@ class Distiller(nn.Module):
         if "task" in self.weights and labeled:
             parts["task"] = task_loss(labeled_out, y, self.task)
         if self.losses:
-            with torch.no_grad():
-                teacher_out = self.teacher(x)
+            if teacher_out is None:
+                with torch.no_grad():
+                    teacher_out = self.teacher(x)
             for name, settings in self.losses.items():
                 parts[name] = self._distillation_loss(name, settings, student_out, teacher_out, labeled_out, y)
         total = sum(self.weights[name] * value for name, value in parts.items())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,12 +80,14 @@ def _save_checkpoint(path: Path, state: dict) -> None:
 
 
 def fit(role: str, distiller: Distiller, data: TaskData, config: TrainConfig, device: torch.device,
-        checkpoint: Path | None = None, resume: bool = False) -> History:
+        checkpoint: Path | None = None, resume: bool = False,
+        teacher_outputs: Callable[[np.ndarray], np.ndarray] | None = None) -> History:
     """Train ``distiller``'s student (and adapters) for ``config.epochs``; returns the history.
 
     Each step takes ``batch_size`` labeled samples and, when the data has a transfer set and the
     distiller has distillation terms, ``batch_size`` unlabeled ones for those terms (a teacher or
-    scratch twin, trained on labels alone, never sees them)."""
+    scratch twin, trained on labels alone, never sees them). Offline, ``teacher_outputs`` maps the
+    batch's sample ids to the teacher's outputs (a soft-target store's ``fetch``)."""
     x_train, y_train = tensors(data.train, device)
     x_val, _ = tensors(data.val, device)
     x_transfer = tensors(data.transfer, device)[0] if data.transfer is not None and distiller.losses else None
@@ -117,6 +120,9 @@ def fit(role: str, distiller: Distiller, data: TaskData, config: TrainConfig, de
             transfer_order = (torch.randperm(len(x_transfer), generator=generator).to(device)
                               if x_transfer is not None else None)
             distiller.student.train()
+            if teacher_outputs is not None:  # sample ids in batch order, for the store
+                batch_ids = data.train.ids[order.cpu().numpy()]
+                transfer_ids = None if transfer_order is None else data.transfer.ids[transfer_order.cpu().numpy()]
             recorded: list[torch.Tensor] = []  # per step: [total, *parts], one stacked op
             for step in range(steps):
                 index = order[step * config.batch_size:(step + 1) * config.batch_size]
@@ -124,7 +130,13 @@ def fit(role: str, distiller: Distiller, data: TaskData, config: TrainConfig, de
                 if transfer_order is not None:
                     t_start = (step * config.batch_size) % len(x_transfer)
                     x = torch.cat([x, x_transfer[transfer_order[t_start:t_start + config.batch_size]]])
-                total, parts = distiller(x, y)
+                teacher_out = None
+                if teacher_outputs is not None:
+                    ids = batch_ids[step * config.batch_size:(step + 1) * config.batch_size]
+                    if transfer_ids is not None:
+                        ids = np.concatenate([ids, transfer_ids[t_start:t_start + config.batch_size]])
+                    teacher_out = torch.from_numpy(teacher_outputs(ids)).to(device)
+                total, parts = distiller(x, y, teacher_out)
                 optimizer.zero_grad(set_to_none=True)
                 total.backward()
                 optimizer.step()
