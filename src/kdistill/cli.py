@@ -1,9 +1,10 @@
-"""Command line: ``kdistill run | validate | recipes``. User errors print one clear message and exit 2."""
+"""Command line: ``kdistill run | cache | validate | recipes``. User errors print one clear message and exit 2."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from kdistill.errors import KdistillError
 from kdistill.recipe import builtin_recipes, load_recipe
@@ -21,6 +22,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="output directory (default: runs/NAME-TIMESTAMP)")
     run.add_argument("--resume", action="store_true", help="continue an interrupted run in --out from its checkpoints")
     run.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
+    cache = verbs.add_parser("cache", help="write a trained teacher's outputs to a soft-target store")
+    cache.add_argument("recipe", nargs="?", help="recipe whose data and teacher (teacher.path) to cache")
+    cache.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    cache.add_argument("--store", required=True, help="store directory (resumes an interrupted cache there)")
+    cache.add_argument("--dtype", choices=("float32", "float16"), default="float32")
+    cache.add_argument("--top-k", type=int, default=None, help="keep only the k largest logits (+ tail mass)")
+    cache.add_argument("--shard-size", type=int, default=8192, help="samples per shard")
+    cache.add_argument("--batch-size", type=int, default=1024)
+    cache.add_argument("--overwrite", action="store_true", help="replace a complete store")
     verbs.add_parser("recipes", help="list the built-in recipes")
     return parser
 
@@ -35,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.verb == "validate":
             print(recipe.to_yaml(), end="")
             return 0
+        if args.verb == "cache":
+            return _cache(recipe, args)
         from kdistill.run import run
 
         directory, report = run(recipe, args.out, args.resume, args.overwrite)
@@ -42,6 +54,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kdistill: error: {error}", file=sys.stderr)
         return 2
     print(f"{report['verdict']['text']}\nreport: {directory / 'report.md'}")
+    return 0
+
+
+def _cache(recipe, args: argparse.Namespace) -> int:
+    for name in ("shard_size", "batch_size"):
+        if getattr(args, name) < 1:
+            raise KdistillError(f"--{name.replace('_', '-')}: {getattr(args, name)} must be >= 1")
+    if recipe.backend != "torch":
+        raise KdistillError(f"backend: kdistill cache supports 'torch' teachers in this version, not {recipe.backend!r}")
+    from kdistill.data import load_task_data
+    from kdistill.torch.cache import cache_teacher
+
+    cache_teacher(recipe, load_task_data(recipe.data, recipe.task), Path(args.store), dtype=args.dtype,
+                  k=args.top_k, shard_size=args.shard_size, batch_size=args.batch_size, overwrite=args.overwrite)
     return 0
 
 

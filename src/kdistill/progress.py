@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
 from collections.abc import Iterator
 
@@ -44,3 +45,21 @@ def epoch_progress(role: str, epochs: int, steps: int, enabled: bool = True) -> 
                TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
     with Progress(*columns, console=console, transient=True) as progress:
         yield EpochProgress(progress, role, epochs, steps)
+
+
+@contextmanager
+def sample_progress(label: str, total: int, done: int = 0) -> Iterator:
+    """A bar over samples with throughput; yields ``advance(n)``."""
+    columns = (TextColumn("{task.description:>9}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn(), TextColumn("{task.fields[rate]}"))
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task(label, total=total, completed=done, rate="")
+        started, counted = time.perf_counter(), 0
+
+        def advance(count: int) -> None:
+            nonlocal counted
+            counted += count
+            rate = counted / max(time.perf_counter() - started, 1e-9)
+            progress.update(task, advance=count, rate=f"{rate:,.0f} samples/s")
+
+        yield advance

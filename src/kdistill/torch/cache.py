@@ -1,0 +1,64 @@
+"""``kdistill cache`` for PyTorch teachers: run a trained teacher over every split of a recipe's
+data (train, val, test, transfer) and write its raw outputs to a soft-target store.
+
+Resumable: a killed run, started again with the same settings, continues after the last
+complete shard and ends with the same bytes as an uninterrupted run."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kdistill.data.splits import TaskData
+from kdistill.errors import KdistillError
+from kdistill.progress import console, sample_progress
+from kdistill.recipe import Recipe
+from kdistill.store import StoreWriter
+from kdistill.torch.models import build_model
+from kdistill.torch.pipeline import choose_device
+from kdistill.torch.trainer import predict
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cache_teacher(recipe: Recipe, data: TaskData, store: Path, *, dtype: str = "float32", k: int | None = None,
+                  shard_size: int = 8192, batch_size: int = 1024, overwrite: bool = False) -> dict:
+    """Write the teacher's logits for every sample of ``data`` to ``store``; returns a summary."""
+    if recipe.teacher.path is None:
+        raise KdistillError("teacher.path: kdistill cache needs a trained teacher, e.g. "
+                            "--set teacher.path=runs/NAME/teacher.safetensors from a kdistill run")
+    device = choose_device(recipe.train.device)
+    teacher, spec = build_model(recipe.teacher, data, "teacher")
+    teacher.to(device).eval()
+    splits = [split for split in (data.train, data.val, data.test, data.transfer) if split is not None]
+    ids = np.concatenate([split.ids for split in splits])
+    x = np.concatenate([split.x for split in splits])
+    writer = StoreWriter(store, ids=ids, num_classes=data.output_dim, dataset_fingerprint=data.fingerprint(),
+                         teacher={"backend": "torch", "path": str(recipe.teacher.path),
+                                  "sha256": _sha256(Path(recipe.teacher.path)), "spec": spec},
+                         dtype=dtype, k=k, shard_size=shard_size, overwrite=overwrite)
+    started = time.perf_counter()
+    with sample_progress("cache", len(ids), writer.resume_from) as progress:
+        for start in range(writer.resume_from, len(ids), batch_size):
+            batch = torch.from_numpy(np.ascontiguousarray(x[start:start + batch_size])).to(device)
+            logits = predict(teacher, batch, batch_size)
+            if logits.shape[1:] != (data.output_dim,):
+                raise KdistillError(f"teacher: outputs {logits.shape[1:]} per sample, the data needs ({data.output_dim},)")
+            writer.write(ids[start:start + len(batch)], logits.astype(np.float32))
+            progress(len(batch))
+    manifest = writer.close()
+    seconds = time.perf_counter() - started
+    written = len(ids) - writer.resume_from
+    console.print(f"cached {len(ids)} samples ({written} this run, {written / max(seconds, 1e-9):,.0f} samples/s) "
+                  f"in {len(manifest.shards)} shards at {store}")
+    return {"samples": len(ids), "written": written, "seconds": seconds, "shards": len(manifest.shards)}
