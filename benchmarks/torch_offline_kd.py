@@ -1,0 +1,106 @@
+"""Offline distillation in PyTorch: what does training from a soft-target store cost?
+
+Two ratios, each from variants measured side by side (interleaved rounds, medians):
+
+(a) offline-KD epoch ÷ plain-student epoch — kdistill's ``fit`` with the teacher's logits read
+    from a store (``teacher_outputs=StoreReader.fetch``, weights task 0.1 / kd 0.9) against the
+    same ``fit`` with the task loss alone, same student, same data. The floor is 1.0; target ≤ 1.10.
+(b) cache-write throughput ÷ plain teacher-inference throughput — ``cache_teacher`` (teacher
+    forward, top-k/dtype encoding, sha256, atomic shard writes) against ``predict`` over the same
+    samples at the same batch size. Target ≥ 0.9.
+
+    python benchmarks/torch_offline_kd.py --limit 20000 --rounds 7 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kdistill.data import load_task_data
+from kdistill.recipe import load_recipe
+from kdistill.store import StoreReader
+from kdistill.torch.cache import cache_teacher
+from kdistill.torch.distiller import Distiller
+from kdistill.torch.models import build_model, save_model
+from kdistill.torch.trainer import fit, predict, tensors
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--limit", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    work = Path(tempfile.mkdtemp(prefix="kdistill-offline-"))
+    overrides = [f"data.limit={args.limit}", "data.transfer=null", "train.epochs=1", "train.progress=false",
+                 "train.device=cpu", f"train.batch_size={args.batch_size}", "train.schedule=constant",
+                 "teacher.kwargs={hidden: [1200, 1200]}", "student.kwargs={hidden: [64]}",
+                 "losses={kd: {temperature: 4}}", "weights={task: 0.1, kd: 0.9}"]
+    recipe = load_recipe("fashion_mnist_mlp", overrides)
+    data = load_task_data(recipe.data, recipe.task)
+    torch.manual_seed(0)
+    teacher, spec = build_model(recipe.teacher, data, "teacher")
+    teacher_file = save_model(teacher, spec, work / "teacher")
+    recipe = load_recipe("fashion_mnist_mlp", [*overrides, f"teacher.path={teacher_file}"])
+    x_all = tensors(data.train, "cpu")[0]
+    n_cached = sum(len(split) for split in (data.train, data.val, data.test))
+
+    def cache() -> float:
+        shutil.rmtree(work / "store", ignore_errors=True)
+        return cache_teacher(recipe, data, work / "store", batch_size=1024)["seconds"]
+
+    def inference() -> float:
+        x = torch.cat([tensors(split, "cpu")[0] for split in (data.train, data.val, data.test)])
+        started = time.perf_counter()
+        predict(teacher.eval(), x, 1024)
+        return time.perf_counter() - started
+
+    cache()
+    reader = StoreReader(work / "store")
+
+    def epoch(offline: bool) -> float:
+        torch.manual_seed(1)
+        student, _ = build_model(recipe.student, data, "student")
+        distiller = (Distiller(student, "classification", recipe.weights, {"kd": {"temperature": 4.0}}, offline=True)
+                     if offline else Distiller(student, "classification", {"task": 1.0}))
+        return fit("bench", distiller, data, recipe.train, torch.device("cpu"),
+                   teacher_outputs=reader.fetch if offline else None).train_seconds
+
+    variants = {"offline KD epoch": lambda: epoch(True), "plain student epoch": lambda: epoch(False),
+                "cache write": cache, "teacher inference": inference}
+    times = {name: [] for name in variants}
+    for round_ in range(args.rounds + 1):
+        for name, run in (variants.items() if round_ % 2 else reversed(variants.items())):
+            seconds = run()
+            if round_:  # round 0 warms up
+                times[name].append(seconds)
+    median = {name: statistics.median(values) for name, values in times.items()}
+    print(f"\n`python benchmarks/torch_offline_kd.py {' '.join(sys.argv[1:])}` — Fashion-MNIST, {len(x_all)} training "
+          f"samples, batch {args.batch_size}, teacher mlp [1200, 1200], student mlp [64], torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, medians of {args.rounds} interleaved rounds\n")
+    print("| variant | seconds |\n|---|---:|")
+    for name, value in median.items():
+        print(f"| {name} | {value:.3f} |")
+    offline = [a / b for a, b in zip(times["offline KD epoch"], times["plain student epoch"])]
+    write = [b / a for a, b in zip(times["cache write"], times["teacher inference"])]
+    print(f"\n| ratio | median | per-round range | target |\n|---|---:|---:|---:|")
+    print(f"| offline-KD epoch ÷ plain-student epoch | {statistics.median(offline):.3f} | {min(offline):.3f}–{max(offline):.3f} | ≤ 1.10 |")
+    print(f"| cache-write ÷ teacher-inference throughput ({n_cached} samples) | {statistics.median(write):.3f} | "
+          f"{min(write):.3f}–{max(write):.3f} | ≥ 0.9 |")
+    shutil.rmtree(work)
+
+
+if __name__ == "__main__":
+    main()
