@@ -31,6 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     cache.add_argument("--shard-size", type=int, default=8192, help="samples per shard")
     cache.add_argument("--batch-size", type=int, default=1024)
     cache.add_argument("--overwrite", action="store_true", help="replace a complete store")
+    cache.add_argument("--from-predictions", metavar="FILE", help="import a black-box teacher's predictions "
+                       "(.npy/.npz/.csv/.parquet, ids in an 'id' column or row order) instead of running teacher.path")
+    cache.add_argument("--kind", choices=("logits", "probs"), default="logits", help="what --from-predictions holds")
     verbs.add_parser("recipes", help="list the built-in recipes")
     return parser
 
@@ -61,13 +64,21 @@ def _cache(recipe, args: argparse.Namespace) -> int:
     for name in ("shard_size", "batch_size"):
         if getattr(args, name) < 1:
             raise KdistillError(f"--{name.replace('_', '-')}: {getattr(args, name)} must be >= 1")
+    from kdistill.data import load_task_data
+
+    data = load_task_data(recipe.data, recipe.task)
+    options = {"dtype": args.dtype, "k": args.top_k, "shard_size": args.shard_size, "overwrite": args.overwrite}
+    if args.from_predictions:
+        from kdistill.store.predictions import cache_predictions
+
+        count = cache_predictions(data, Path(args.from_predictions), args.kind, Path(args.store), **options)
+        print(f"imported {count} predictions into {args.store}")
+        return 0
     if recipe.backend != "torch":
         raise KdistillError(f"backend: kdistill cache supports 'torch' teachers in this version, not {recipe.backend!r}")
-    from kdistill.data import load_task_data
     from kdistill.torch.cache import cache_teacher
 
-    cache_teacher(recipe, load_task_data(recipe.data, recipe.task), Path(args.store), dtype=args.dtype,
-                  k=args.top_k, shard_size=args.shard_size, batch_size=args.batch_size, overwrite=args.overwrite)
+    cache_teacher(recipe, data, Path(args.store), batch_size=args.batch_size, **options)
     return 0
 
 

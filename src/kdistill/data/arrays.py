@@ -50,10 +50,10 @@ def read_inputs(path: Path, field: str) -> np.ndarray:
         return read_csv(path)[1]
     if path.suffix not in (".npy", ".npz"):
         raise KdistillError(f"{field}: {str(path)!r} has an unsupported suffix; use .npy, .npz (key 'x') or .csv")
-    return _load_numpy(path, field, ("x",))["x"]
+    return load_numpy(path, field, ("x",))["x"]
 
 
-def _load_numpy(path: Path, field: str, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+def load_numpy(path: Path, field: str, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
     """The arrays of a ``.npy`` (as ``x``) or the named keys of a ``.npz`` (``ids`` when present)."""
     try:
         loaded = np.load(path, allow_pickle=False)
@@ -86,7 +86,7 @@ def _read(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise KdistillError(f"data.path: {str(path)!r} does not exist")
     if path.suffix == ".npz":
-        return _load_numpy(path, "data.path", ("x", "y"))
+        return load_numpy(path, "data.path", ("x", "y"))
     if path.suffix == ".csv":
         return _from_table(*read_csv(path), path)
     if path.suffix in (".parquet", ".pq"):

@@ -1,0 +1,102 @@
+"""Black-box teachers: a file of predictions (the "mystery model" of seed 002, known only by its
+answers) imported into a soft-target store, so any student can train from it.
+
+Files: ``.npy`` (N, C) in row order; ``.npz`` with ``predictions`` and optionally ``ids``;
+``.csv`` / ``.parquet`` with an optional ``id`` column and one column per class. Without ids the
+rows must be the recipe's samples in cache order (train, val, test, transfer) and their count must
+match exactly. ``kind: probs`` rows must be non-negative and sum to 1; they are stored as
+logits log p (a zero probability becomes log of float32's smallest normal, ≈ −87.3, so losses stay
+finite), which softmax maps back to p at T = 1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from kdistill.data.arrays import load_numpy, read_csv
+from kdistill.data.splits import TaskData
+from kdistill.errors import KdistillError
+from kdistill.store.writer import StoreWriter
+
+KINDS = ("logits", "probs")
+FIELD = "--from-predictions"
+
+
+def read_predictions(path: Path) -> tuple[np.ndarray | None, np.ndarray]:
+    """(ids or None, predictions as float64 (N, C)) from a prediction file."""
+    if not path.is_file():
+        raise KdistillError(f"{FIELD}: {str(path)!r} does not exist")
+    if path.suffix in (".npy", ".npz"):
+        arrays = load_numpy(path, FIELD, ("predictions",) if path.suffix == ".npz" else ())
+        values = arrays.get("predictions", arrays.get("x"))
+        return arrays.get("ids"), np.asarray(values, dtype=np.float64)
+    if path.suffix == ".csv":
+        names, table = read_csv(path)
+    elif path.suffix in (".parquet", ".pq"):
+        import pandas as pd
+
+        frame = pd.read_parquet(path)
+        names, table = [str(name).lower() for name in frame.columns], frame.to_numpy(dtype=np.float64)
+    else:
+        raise KdistillError(f"{FIELD}: {str(path)!r} has an unsupported suffix; use .npy, .npz, .csv or .parquet")
+    if names is None or "id" not in names:
+        return None, table
+    id_column = names.index("id")
+    return table[:, id_column], np.delete(table, id_column, axis=1)
+
+
+def as_logits(values: np.ndarray, kind: str, path: Path) -> np.ndarray:
+    """Predictions of ``kind`` as float32 logits, checked row by row."""
+    if values.ndim != 2:
+        raise KdistillError(f"{FIELD}: {str(path)!r} holds shape {values.shape}; expected (samples, classes)")
+    if not np.isfinite(values).all():
+        row = int(np.nonzero(~np.isfinite(values).all(axis=1))[0][0])
+        raise KdistillError(f"{FIELD}: {str(path)!r} row {row} is not finite: {values[row][:5]}…")
+    if kind == "logits":
+        return values.astype(np.float32)
+    bad = (values < 0).any(axis=1) | (np.abs(values.sum(axis=1) - 1.0) > 1e-3)
+    if bad.any():
+        row = int(np.nonzero(bad)[0][0])
+        raise KdistillError(f"{FIELD}: kind 'probs' but row {row} of {str(path)!r} sums to {values[row].sum():.4f} "
+                            f"(min {values[row].min():.4g}); probabilities must be >= 0 and sum to 1 (or use --kind logits)")
+    return np.log(np.maximum(values, np.finfo(np.float32).tiny)).astype(np.float32)
+
+
+def aligned(file_ids: np.ndarray | None, logits: np.ndarray, sample_ids: np.ndarray, path: Path) -> np.ndarray:
+    """The rows of ``logits`` for ``sample_ids``, in that order."""
+    if file_ids is None:
+        if len(logits) != len(sample_ids):
+            raise KdistillError(
+                f"{FIELD}: {str(path)!r} has {len(logits)} rows and no 'id' column, but the recipe's data has "
+                f"{len(sample_ids)} samples (train, val, test, transfer in that order); add an id column or match the count"
+            )
+        return logits
+    file_ids = np.asarray(file_ids).astype(np.int64)
+    order = np.argsort(file_ids, kind="stable")
+    slots = np.minimum(np.searchsorted(file_ids[order], sample_ids), len(order) - 1)
+    missing = sample_ids[file_ids[order][slots] != sample_ids]
+    if missing.size:
+        raise KdistillError(f"{FIELD}: {str(path)!r} has no prediction for {missing.size} of {len(sample_ids)} "
+                            f"sample ids (e.g. {missing[:5].tolist()})")
+    return logits[order[slots]]
+
+
+def cache_predictions(data: TaskData, path: Path, kind: str, store: Path, *, dtype: str = "float32",
+                      k: int | None = None, shard_size: int = 8192, overwrite: bool = False) -> int:
+    """Import a prediction file into ``store`` for every sample of ``data``; returns the sample count."""
+    sample_ids = np.concatenate([split.ids for split in (data.train, data.val, data.test, data.transfer) if split is not None])
+    file_ids, values = read_predictions(path)
+    logits = aligned(file_ids, as_logits(values, kind, path), sample_ids, path)
+    if logits.shape[1] != data.output_dim:
+        raise KdistillError(f"{FIELD}: {str(path)!r} has {logits.shape[1]} classes, the data has {data.output_dim}")
+    teacher = {"backend": "predictions", "path": str(path), "kind": kind,
+               "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    writer = StoreWriter(store, ids=sample_ids, num_classes=data.output_dim, teacher=teacher,
+                         dataset_fingerprint=data.fingerprint(), dtype=dtype, k=k, shard_size=shard_size,
+                         overwrite=overwrite)
+    writer.write(sample_ids[writer.resume_from:], logits[writer.resume_from:])
+    writer.close()
+    return len(sample_ids)
