@@ -38,7 +38,8 @@ def main() -> None:
             report = json.loads((directory / "report.json").read_text())
         else:
             _, report = run(load_recipe(args.recipe, overrides), directory, resume=directory.exists())
-        teacher = teacher or (directory / "teacher.safetensors").resolve()
+        trained = directory / "teacher.safetensors"
+        teacher = teacher or (trained.resolve() if trained.exists() else None)  # a store teacher trains nothing
         reports.append(report)
         print(f"seed {seed}: {report['verdict']['text']}", file=sys.stderr, flush=True)
 
