@@ -40,6 +40,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        help="recipe override, e.g. --set 'student={model: cnn, kwargs: {channels: [4, 8], hidden: 32}}'")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -47,7 +49,7 @@ def main() -> None:
     overrides = [f"data.limit={args.limit}", "data.transfer=null", "train.epochs=1", "train.progress=false",
                  "train.device=cpu", f"train.batch_size={args.batch_size}", "train.schedule=constant",
                  "teacher.kwargs={hidden: [1200, 1200]}", "student.kwargs={hidden: [64]}",
-                 "losses={kd: {temperature: 4}}", "weights={task: 0.1, kd: 0.9}"]
+                 "losses={kd: {temperature: 4}}", "weights={task: 0.1, kd: 0.9}", *args.overrides]
     recipe = load_recipe("fashion_mnist_mlp", overrides)
     data = load_task_data(recipe.data, recipe.task)
     torch.manual_seed(0)
@@ -88,7 +90,8 @@ def main() -> None:
                 times[name].append(seconds)
     median = {name: statistics.median(values) for name, values in times.items()}
     print(f"\n`python benchmarks/torch_offline_kd.py {' '.join(sys.argv[1:])}` — Fashion-MNIST, {len(x_all)} training "
-          f"samples, batch {args.batch_size}, teacher mlp [1200, 1200], student mlp [64], torch {torch.__version__}, "
+          f"samples, batch {args.batch_size}, teacher mlp [1200, 1200], student {recipe.student.model} "
+          f"{recipe.student.kwargs}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, medians of {args.rounds} interleaved rounds\n")
     print("| variant | seconds |\n|---|---:|")
     for name, value in median.items():
