@@ -36,3 +36,17 @@ class NanAfter(nn.Module):
 
 def nan_after(input_shape: Sequence[int], output_dim: int, steps: int) -> nn.Module:
     return NanAfter(input_shape, output_dim, steps)
+
+
+class SlowTeacher(nn.Module):
+    """A linear teacher that sleeps ``seconds`` per forward pass, so a cache run can be killed part-way."""
+
+    def __init__(self, input_width: int, output_dim: int, seconds: float):
+        super().__init__()
+        self.net, self.seconds = nn.Linear(input_width, output_dim), seconds
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import time
+
+        time.sleep(self.seconds)
+        return self.net(x.flatten(1))

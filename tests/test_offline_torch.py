@@ -88,3 +88,43 @@ def test_cache_needs_a_trained_teacher_and_store_excludes_feature_losses(tmp_pat
                             "losses={kd: {}, hint: {}}", "--set", "weights={kd: 0.5, hint: 0.5}", "--set",
                             "features=[{student: fc1, teacher: fc1, loss: hint}]")
     assert code == 2 and "feature losses need the teacher model" in err
+
+
+def test_cache_killed_by_sigkill_resumes_to_the_same_bytes(tmp_path, kdistill):
+    """A `kdistill cache` subprocess SIGKILLed after its first shard, run again, equals an uninterrupted cache."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import torch
+
+    from conftest import TESTS
+    from kd_factories import SlowTeacher
+
+    torch.manual_seed(0)
+    teacher_file = tmp_path / "slow.pt"
+    torch.save(SlowTeacher(64, 10, seconds=0.05), teacher_file)
+    args = ["cache", "--shard-size", "200", "--batch-size", "50", *set_args(f"teacher.path={teacher_file}")]
+    killed = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen([sys.executable, "-m", "kdistill", *args, "--store", str(killed)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    partial = killed / "manifest.partial.json"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        if partial.exists() and json.loads(partial.read_text())["shards"]:
+            break
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "manifest.json").exists(), "the cache finished before it could be killed"
+    assert kdistill(*args, "--store", killed)[0] == 0
+    whole = tmp_path / "whole"
+    assert kdistill(*args, "--store", whole)[0] == 0
+    names = sorted(path.name for path in whole.iterdir())
+    assert names == sorted(path.name for path in killed.iterdir())
+    for name in names:
+        assert (killed / name).read_bytes() == (whole / name).read_bytes(), name
