@@ -22,7 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from kdistill.data import load_task_data
@@ -98,7 +97,7 @@ def main() -> None:
         print(f"| {name} | {value:.3f} |")
     offline = [a / b for a, b in zip(times["offline KD epoch"], times["plain student epoch"])]
     write = [b / a for a, b in zip(times["cache write"], times["teacher inference"])]
-    print(f"\n| ratio | median | per-round range | target |\n|---|---:|---:|---:|")
+    print("\n| ratio | median | per-round range | target |\n|---|---:|---:|---:|")
     print(f"| offline-KD epoch ÷ plain-student epoch | {statistics.median(offline):.3f} | {min(offline):.3f}–{max(offline):.3f} | ≤ 1.10 |")
     print(f"| cache-write ÷ teacher-inference throughput ({n_cached} samples) | {statistics.median(write):.3f} | "
           f"{min(write):.3f}–{max(write):.3f} | ≥ 0.9 |")

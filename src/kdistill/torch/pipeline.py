@@ -34,10 +34,6 @@ def choose_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _expected_output(data: TaskData) -> tuple[int, ...]:
-    return (data.output_dim,)
-
-
 def measure_latencies(models: dict[str, nn.Module], x: torch.Tensor, batch_sizes: tuple[int, ...],
                       repeats: int) -> dict[str, dict[str, float]]:
     """Median milliseconds of one eval-mode forward pass per model and batch size.
@@ -111,10 +107,10 @@ class TorchPipeline:
                 shape = tuple(model(self.probe).shape[1:])
         except Exception as error:  # the user's model rejected the data: say which and why
             raise KdistillError(f"{field}: forward pass on inputs {tuple(self.probe.shape[1:])} failed: {error}") from None
-        if shape != _expected_output(self.data):
+        expected = (self.data.output_dim,)
+        if shape != expected:
             raise KdistillError(
-                f"{field}: outputs {shape} per sample, but {self.data.name} ({self.data.task}) needs "
-                f"{_expected_output(self.data)}"
+                f"{field}: outputs {shape} per sample, but {self.data.name} ({self.data.task}) needs {expected}"
             )
 
     def _teacher_training(self) -> TrainConfig:
