@@ -34,6 +34,10 @@ def _parser() -> argparse.ArgumentParser:
     cache.add_argument("--from-predictions", metavar="FILE", help="import a black-box teacher's predictions "
                        "(.npy/.npz/.csv/.parquet, ids in an 'id' column or row order) instead of running teacher.path")
     cache.add_argument("--kind", choices=("logits", "probs"), default="logits", help="what --from-predictions holds")
+    cache.add_argument("--ensemble", nargs="+", metavar="STORE", help="combine these complete stores into --store")
+    cache.add_argument("--combine", default="mean_probs", help="ensemble combination: mean_probs (default) or mean_logits")
+    cache.add_argument("--weights", type=float, nargs="+", help="ensemble member weights (default: equal)")
+    cache.add_argument("--temperature", type=float, default=1.0, help="T of mean_probs: train the student at this T")
     verbs.add_parser("recipes", help="list the built-in recipes")
     return parser
 
@@ -68,6 +72,13 @@ def _cache(recipe, args: argparse.Namespace) -> int:
 
     data = load_task_data(recipe.data, recipe.task)
     options = {"dtype": args.dtype, "k": args.top_k, "shard_size": args.shard_size, "overwrite": args.overwrite}
+    if args.ensemble:
+        from kdistill.store.ensemble import ensemble_stores
+
+        count = ensemble_stores([Path(member) for member in args.ensemble], Path(args.store), combination=args.combine,
+                                weights=args.weights, temperature=args.temperature, **options)
+        print(f"combined {len(args.ensemble)} teachers for {count} samples into {args.store}")
+        return 0
     if args.from_predictions:
         from kdistill.store.predictions import cache_predictions
 
