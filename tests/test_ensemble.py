@@ -77,3 +77,7 @@ def test_student_trains_from_an_ensemble_store(default_run, tmp_path, kdistill):
     # two copies of one teacher (float32 and float16) make an ensemble that decides like that teacher
     ensemble, single = by_role(read_report(tmp_path / "run")), by_role(read_report(default_run))
     assert ensemble["teacher"]["metrics"]["accuracy"] == pytest.approx(single["teacher"]["metrics"]["accuracy"], abs=0.003)
+    # the report lists each member beside the ensemble, with its agreement with the ensemble
+    assert {"member 1: a", "member 2: b"} <= set(ensemble)
+    assert ensemble["member 1: a"]["metrics"] == pytest.approx(single["teacher"]["metrics"], abs=1e-9)
+    assert ensemble["member 2: b"]["agreement"] > 0.99

@@ -57,7 +57,8 @@ def ensemble_stores(members: list[Path], store: Path, *, combination: str = "mea
                 raise KdistillError(f"--ensemble: {path} has another {field} ({getattr(reader.manifest, field)}) "
                                     f"than {members[0]} ({getattr(first, field)}); members must cache the same data")
     ids = readers[0].ids
-    teacher = {"ensemble": [reader.manifest.teacher for reader in readers], "combination": combination,
+    teacher = {"ensemble": [reader.manifest.teacher for reader in readers],
+               "members": [str(path.resolve()) for path in members], "combination": combination,
                "weights": weights.tolist(), "temperature": temperature}
     writer = StoreWriter(store, ids=ids, num_classes=first.num_classes, teacher=teacher,
                          dataset_fingerprint=first.dataset_fingerprint, dtype=dtype, k=k, shard_size=shard_size,

@@ -159,11 +159,21 @@ class TorchPipeline:
         results = []
         if self.store is not None:
             outputs["teacher"] = self.store.fetch(self.data.test.ids).astype(np.float64)
-            results.append(ModelResult("teacher", task_metrics(self.data.task, outputs["teacher"], self.data.test.y),
-                                       None, None, None, None, [], None))
+            results.append(self._stored_result("teacher", outputs["teacher"], None))
+            for index, member in enumerate(self.store.manifest.teacher.get("members", [])):
+                if Path(member).is_dir():  # an ensemble: each member as it was cached
+                    member_outputs = StoreReader(member).fetch(self.data.test.ids).astype(np.float64)
+                    results.append(self._stored_result(f"member {index + 1}: {Path(member).name}", member_outputs,
+                                                       outputs["teacher"]))
         return results + [self._result(role, model, weights_file, history, outputs[role], latencies[role],
                                        None if role == "teacher" else outputs["teacher"])
                           for role, (model, weights_file, history) in measured.items()]
+
+    def _stored_result(self, role: str, outputs: np.ndarray, teacher_outputs: np.ndarray | None) -> ModelResult:
+        """A teacher known by its stored outputs: test metrics (and agreement), no model to measure."""
+        return ModelResult(role, task_metrics(self.data.task, outputs, self.data.test.y), None, None, None,
+                           None if teacher_outputs is None else agreement(self.data.task, outputs, teacher_outputs),
+                           [], None)
 
     def _result(self, role: str, model: nn.Module, weights_file: Path, history, outputs: np.ndarray,
                 latency_ms: dict[str, float], teacher_outputs: np.ndarray | None) -> ModelResult:
