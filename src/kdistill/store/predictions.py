@@ -11,7 +11,6 @@ finite), which softmax maps back to p at T = 1.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ import numpy as np
 from kdistill.data.arrays import load_numpy, read_csv
 from kdistill.data.splits import TaskData
 from kdistill.errors import KdistillError
+from kdistill.store.manifest import file_sha256
 from kdistill.store.writer import StoreWriter
 
 KINDS = ("logits", "probs")
@@ -93,7 +93,7 @@ def cache_predictions(data: TaskData, path: Path, kind: str, store: Path, *, dty
     if logits.shape[1] != data.output_dim:
         raise KdistillError(f"{FIELD}: {str(path)!r} has {logits.shape[1]} classes, the data has {data.output_dim}")
     teacher = {"backend": "predictions", "path": str(path), "kind": kind,
-               "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+               "sha256": file_sha256(path)}
     writer = StoreWriter(store, ids=sample_ids, num_classes=data.output_dim, teacher=teacher,
                          dataset_fingerprint=data.fingerprint(), dtype=dtype, k=k, shard_size=shard_size,
                          overwrite=overwrite)

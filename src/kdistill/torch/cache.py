@@ -6,7 +6,6 @@ complete shard and ends with the same bytes as an uninterrupted run."""
 
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 
@@ -18,17 +17,10 @@ from kdistill.errors import KdistillError
 from kdistill.progress import console, sample_progress
 from kdistill.recipe import Recipe
 from kdistill.store import StoreWriter
+from kdistill.store.manifest import file_sha256
 from kdistill.torch.models import build_model
 from kdistill.torch.pipeline import choose_device
 from kdistill.torch.trainer import predict
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def cache_teacher(recipe: Recipe, data: TaskData, store: Path, *, dtype: str = "float32", k: int | None = None,
@@ -45,7 +37,7 @@ def cache_teacher(recipe: Recipe, data: TaskData, store: Path, *, dtype: str = "
     x = np.concatenate([split.x for split in splits])
     writer = StoreWriter(store, ids=ids, num_classes=data.output_dim, dataset_fingerprint=data.fingerprint(),
                          teacher={"backend": "torch", "path": str(recipe.teacher.path),
-                                  "sha256": _sha256(Path(recipe.teacher.path)), "spec": spec},
+                                  "sha256": file_sha256(Path(recipe.teacher.path)), "spec": spec},
                          dtype=dtype, k=k, shard_size=shard_size, overwrite=overwrite)
     started = time.perf_counter()
     with sample_progress("cache", len(ids), writer.resume_from) as progress:
