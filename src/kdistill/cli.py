@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from kdistill.errors import KdistillError
-from kdistill.recipe import builtin_recipes, load_recipe
+from kdistill.recipe import Recipe, builtin_recipes, load_recipe
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,21 +64,21 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _cache(recipe, args: argparse.Namespace) -> int:
+def _cache(recipe: Recipe, args: argparse.Namespace) -> int:
     for name in ("shard_size", "batch_size"):
         if getattr(args, name) < 1:
             raise KdistillError(f"--{name.replace('_', '-')}: {getattr(args, name)} must be >= 1")
-    from kdistill.data import load_task_data
-
-    data = load_task_data(recipe.data, recipe.task)
     options = {"dtype": args.dtype, "k": args.top_k, "shard_size": args.shard_size, "overwrite": args.overwrite}
-    if args.ensemble:
+    if args.ensemble:  # combines stores: needs no data
         from kdistill.store.ensemble import ensemble_stores
 
         count = ensemble_stores([Path(member) for member in args.ensemble], Path(args.store), combination=args.combine,
                                 weights=args.weights, temperature=args.temperature, **options)
         print(f"combined {len(args.ensemble)} teachers for {count} samples into {args.store}")
         return 0
+    from kdistill.data import load_task_data
+
+    data = load_task_data(recipe.data, recipe.task)
     if args.from_predictions:
         from kdistill.store.predictions import cache_predictions
 
