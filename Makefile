@@ -1,5 +1,5 @@
 # Two entry points for a fresh machine: `make demo` (set up, then `kdistill run`) and `make test`.
-# Both create .venv, install kdistill with every extra and the dev tools, and (as root) Debian's
+# Both create .venv, install kdistill with every extra (torch, jax, tensorflow, files) and the dev tools, and (as root) Debian's
 # Fashion-MNIST package.
 VENV   := .venv
 PYTHON := $(VENV)/bin/python
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PYTHON) -m pip install -q --upgrade pip
 	$(PYTHON) -m pip install -q "$(TORCH)"
-	$(PYTHON) -m pip install -q -e ".[torch,files,dev]"
+	$(PYTHON) -m pip install -q -e ".[all,dev]"
 	touch $(STAMP)
 
 demo: setup

@@ -18,6 +18,7 @@ from kdistill.losses import CATALOGUE, FEATURE_LOSSES, LOSSES_BY_TASK
 
 BUILTIN_DIR = Path(__file__).parent / "recipes"
 DEFAULT_RECIPE = "digits_mlp"
+TEACHER_SEED_OFFSET = 10_000  # the teacher's seed is train.seed + this
 IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
@@ -170,7 +171,7 @@ class Recipe(StrictModel):
     supervised loss on true labels (CE / BCE / MSE / ListNet by task)."""
 
     name: str = "kdistill"
-    backend: Literal["torch"] = "torch"
+    backend: Literal["torch", "keras", "jax"] = "torch"
     task: Literal["classification", "binary", "regression", "ranking"] = "classification"
     data: DataConfig = DataConfig()
     teacher: TeacherConfig
@@ -232,6 +233,12 @@ class Recipe(StrictModel):
         if "temperature" in CATALOGUE[name].params and "temperature" not in settings:
             settings["temperature"] = CATALOGUE[name].default_temperature or self.train.temperature
         return settings
+
+    def teacher_training(self) -> "TrainConfig":
+        """How the teacher trains: ``train`` with ``teacher.train``'s overrides and its own seed
+        (``train.seed + TEACHER_SEED_OFFSET``), so teacher and student never share random draws."""
+        overrides = self.teacher.train.model_dump(exclude_none=True)
+        return self.train.model_copy(update={**overrides, "seed": self.train.seed + TEACHER_SEED_OFFSET})
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

@@ -8,6 +8,7 @@ a directory with ``report.json`` and no ``INCOMPLETE`` is a finished run.
 from __future__ import annotations
 
 import datetime
+import importlib
 import platform
 from pathlib import Path
 
@@ -21,23 +22,29 @@ from kdistill.report.write import write_report
 MARKER = "INCOMPLETE"
 
 
+# backend → (module, pipeline class, extra that installs it)
+PIPELINES = {
+    "torch": ("kdistill.torch.pipeline", "TorchPipeline", "torch"),
+    "keras": ("kdistill.keras.pipeline", "KerasPipeline", "tensorflow"),
+    "jax": ("kdistill.jax.pipeline", "JaxPipeline", "jax"),
+}
+
+
 def _pipeline(recipe: Recipe, data):
-    if recipe.backend == "torch":
-        try:
-            from kdistill.torch.pipeline import TorchPipeline
-        except ImportError as error:
-            raise KdistillError(f"backend: 'torch' needs PyTorch ({error}); pip install 'kdistill[torch]'") from None
-        return TorchPipeline(recipe, data)
-    raise KdistillError(f"backend: {recipe.backend!r} is not available in this version")
+    """The backend's pipeline, imported only now: ``import kdistill`` loads no framework."""
+    module_name, class_name, extra = PIPELINES[recipe.backend]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise KdistillError(f"backend: {recipe.backend!r} needs {error.name or error}; "
+                            f"pip install 'kdistill[{extra}]'") from None
+    return getattr(module, class_name)(recipe, data)
 
 
 def _environment(recipe: Recipe, pipeline) -> dict:
-    info = {"python": platform.python_version(), "machine": platform.machine(), "backend": recipe.backend}
-    if recipe.backend == "torch":
-        import torch
-
-        info.update(torch=torch.__version__, device=str(pipeline.device), threads=torch.get_num_threads())
-    return info
+    """Where the run happened: Python, machine, and the backend's own versions and device."""
+    return {"python": platform.python_version(), "machine": platform.machine(), "backend": recipe.backend,
+            **pipeline.environment()}
 
 
 def output_dir(recipe: Recipe, out: str | Path | None, resume: bool, overwrite: bool) -> Path:

@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kdistill.data.splits import TaskData
+from kdistill.report.metrics import agreement, task_metrics
+from kdistill.store import StoreReader
+from kdistill.training import History
 
 
 @dataclass
@@ -24,3 +32,34 @@ class ModelResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def measured_result(role: str, data: TaskData, outputs: np.ndarray, teacher_outputs: np.ndarray | None,
+                    parameters: int | None = None, size_bytes: int | None = None,
+                    latency_ms: dict[str, float] | None = None, history: History | None = None) -> ModelResult:
+    """A model's report entry from its raw test outputs (T = 1): test metrics, and top-1 agreement
+    with ``teacher_outputs`` unless it is the teacher. A model known only by stored outputs
+    leaves parameters, size and latency None."""
+    return ModelResult(
+        role=role,
+        metrics=task_metrics(data.task, outputs, data.test.y),
+        parameters=parameters,
+        size_bytes=size_bytes,
+        latency_ms=latency_ms,
+        agreement=None if teacher_outputs is None else agreement(data.task, outputs, teacher_outputs),
+        val_history=[] if history is None else list(history.val),
+        train_seconds=None if history is None else history.train_seconds,
+    )
+
+
+def stored_teacher_results(store: StoreReader, data: TaskData) -> tuple[np.ndarray, list[ModelResult]]:
+    """A store teacher's test outputs and its report entries: the teacher and, for an ensemble
+    store, each member as it was cached (with its agreement with the ensemble)."""
+    teacher_outputs = store.fetch(data.test.ids).astype(np.float64)
+    results = [measured_result("teacher", data, teacher_outputs, None)]
+    for index, member in enumerate(store.manifest.teacher.get("members", [])):
+        if Path(member).is_dir():
+            member_outputs = StoreReader(member).fetch(data.test.ids).astype(np.float64)
+            results.append(measured_result(f"member {index + 1}: {Path(member).name}", data, member_outputs,
+                                           teacher_outputs))
+    return teacher_outputs, results

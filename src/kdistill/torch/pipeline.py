@@ -5,8 +5,7 @@ three for the report."""
 from __future__ import annotations
 
 import copy
-import statistics
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -15,15 +14,13 @@ from torch import nn
 
 from kdistill.data.splits import TaskData
 from kdistill.errors import KdistillError
-from kdistill.recipe import Recipe, TrainConfig
-from kdistill.report.metrics import agreement, task_metrics
-from kdistill.report.results import ModelResult
+from kdistill.recipe import Recipe
+from kdistill.report.latency import BATCH_SIZES, measure_latencies
+from kdistill.report.results import ModelResult, measured_result, stored_teacher_results
+from kdistill.store.for_run import open_store_for
 from kdistill.torch.distiller import Distiller
 from kdistill.torch.models import build_model, count_parameters, save_model
-from kdistill.store import StoreReader
 from kdistill.torch.trainer import fit, predict, tensors
-
-TEACHER_SEED_OFFSET = 10_000
 
 
 def choose_device(name: str) -> torch.device:
@@ -34,42 +31,19 @@ def choose_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def measure_latencies(models: dict[str, nn.Module], x: torch.Tensor, batch_sizes: tuple[int, ...],
-                      repeats: int) -> dict[str, dict[str, float]]:
-    """Median milliseconds of one eval-mode forward pass per model and batch size.
-
-    The models take turns within every repeat (side by side), so machine noise hits them alike."""
-    batches = {size: x[torch.arange(size) % len(x)] for size in batch_sizes}
-    timings: dict[str, dict[int, list[float]]] = {role: {size: [] for size in batch_sizes} for role in models}
+def timed_forwards(models: dict[str, nn.Module], x: torch.Tensor) -> dict[str, Callable[[int], None]]:
+    """Per model, an eval-mode forward on the first ``size`` test rows (repeated if too few) that
+    returns once the device is done: what :func:`measure_latencies` times."""
+    def forward_of(model: nn.Module) -> Callable[[int], None]:
+        @torch.inference_mode()
+        def forward(size: int) -> None:
+            model(x[torch.arange(size, device=x.device) % len(x)])
+            if x.is_cuda:
+                torch.cuda.synchronize()
+        return forward
     for model in models.values():
         model.eval()
-    with torch.inference_mode():
-        for repeat in range(repeats + 3):  # three warm-up rounds
-            for role, model in models.items():
-                for size, batch in batches.items():
-                    if batch.is_cuda:
-                        torch.cuda.synchronize()
-                    started = time.perf_counter()
-                    model(batch)
-                    if batch.is_cuda:
-                        torch.cuda.synchronize()
-                    if repeat >= 3:
-                        timings[role][size].append((time.perf_counter() - started) * 1000)
-    return {role: {f"batch_{size}": statistics.median(values) for size, values in by_size.items()}
-            for role, by_size in timings.items()}
-
-
-DENSE_FREE_LOSSES = {"kd", "soft_ce", "hard", "binary_kd"}  # read only the tempered softmax / argmax
-
-
-def open_store_for(recipe: Recipe, data: TaskData) -> StoreReader:
-    """Open ``teacher.store`` and check it fits this run: same data, every training, transfer and
-    test id present, the student's class count, and dense logits for losses that read raw values."""
-    store = StoreReader(recipe.teacher.store)
-    needed = [split.ids for split in (data.train, data.transfer, data.test) if split is not None]
-    store.check(ids=np.concatenate(needed), num_classes=data.output_dim, dataset_fingerprint=data.fingerprint(),
-                needs_dense=not set(recipe.losses) <= DENSE_FREE_LOSSES)
-    return store
+    return {role: forward_of(model) for role, model in models.items()}
 
 
 class TorchPipeline:
@@ -82,7 +56,7 @@ class TorchPipeline:
         self.store = None if recipe.teacher.store is None else open_store_for(recipe, data)
         self.teacher = None
         if self.store is None:
-            torch.manual_seed(recipe.train.seed + TEACHER_SEED_OFFSET)
+            torch.manual_seed(recipe.teacher_training().seed)
             self.teacher, self.teacher_spec = build_model(recipe.teacher, data, "teacher")
             self.teacher.to(self.device)
         torch.manual_seed(recipe.train.seed)
@@ -100,6 +74,10 @@ class TorchPipeline:
             teacher=self.teacher, features=recipe.features, probe=self.probe, offline=self.store is not None,
         )
 
+    def environment(self) -> dict:
+        """Versions and device for the report."""
+        return {"torch": torch.__version__, "device": str(self.device), "threads": torch.get_num_threads()}
+
     def _check_output_shape(self, model: nn.Module, field: str) -> None:
         model.eval()
         try:
@@ -112,11 +90,6 @@ class TorchPipeline:
             raise KdistillError(
                 f"{field}: outputs {shape} per sample, but {self.data.name} ({self.data.task}) needs {expected}"
             )
-
-    def _teacher_training(self) -> TrainConfig:
-        overrides = self.recipe.teacher.train.model_dump(exclude_none=True)
-        seed = self.recipe.train.seed + TEACHER_SEED_OFFSET
-        return self.recipe.train.model_copy(update={**overrides, "seed": seed})
 
     def execute(self, out: Path, resume: bool) -> list[ModelResult]:
         checkpoints = out / "checkpoints"
@@ -143,7 +116,7 @@ class TorchPipeline:
         else:
             trainee = Distiller(self.teacher.train(), self.recipe.task, {"task": 1.0})
             self.teacher.requires_grad_(True)
-            history = fit("teacher", trainee, self.data, self._teacher_training(), self.device,
+            history = fit("teacher", trainee, self.data, self.recipe.teacher_training(), self.device,
                           checkpoints / "teacher.pt", resume)
             save_model(self.teacher, self.teacher_spec, out / "teacher")
         self.teacher.requires_grad_(False).eval()
@@ -153,37 +126,14 @@ class TorchPipeline:
         """Test metrics, size, agreement with the teacher, and latency taken side by side. A store
         teacher is measured by its stored test outputs (no model: no size or latency)."""
         x_test = tensors(self.data.test, self.device)[0]
-        latencies = measure_latencies({role: model for role, (model, _, _) in measured.items()}, x_test, (1, 256),
-                                      self.recipe.compare.latency_repeats)
-        outputs = {role: predict(model, x_test, self.recipe.train.eval_batch_size) for role, (model, _, _) in measured.items()}
+        models = {role: model for role, (model, _, _) in measured.items()}
+        latencies = measure_latencies(timed_forwards(models, x_test), BATCH_SIZES, self.recipe.compare.latency_repeats)
+        outputs = {role: predict(model, x_test, self.recipe.train.eval_batch_size) for role, model in models.items()}
         results = []
         if self.store is not None:
-            outputs["teacher"] = self.store.fetch(self.data.test.ids).astype(np.float64)
-            results.append(self._stored_result("teacher", outputs["teacher"], None))
-            for index, member in enumerate(self.store.manifest.teacher.get("members", [])):
-                if Path(member).is_dir():  # an ensemble: each member as it was cached
-                    member_outputs = StoreReader(member).fetch(self.data.test.ids).astype(np.float64)
-                    results.append(self._stored_result(f"member {index + 1}: {Path(member).name}", member_outputs,
-                                                       outputs["teacher"]))
-        return results + [self._result(role, model, weights_file, history, outputs[role], latencies[role],
-                                       None if role == "teacher" else outputs["teacher"])
-                          for role, (model, weights_file, history) in measured.items()]
-
-    def _stored_result(self, role: str, outputs: np.ndarray, teacher_outputs: np.ndarray | None) -> ModelResult:
-        """A teacher known by its stored outputs: test metrics (and agreement), no model to measure."""
-        return ModelResult(role, task_metrics(self.data.task, outputs, self.data.test.y), None, None, None,
-                           None if teacher_outputs is None else agreement(self.data.task, outputs, teacher_outputs),
-                           [], None)
-
-    def _result(self, role: str, model: nn.Module, weights_file: Path, history, outputs: np.ndarray,
-                latency_ms: dict[str, float], teacher_outputs: np.ndarray | None) -> ModelResult:
-        return ModelResult(
-            role=role,
-            metrics=task_metrics(self.data.task, outputs, self.data.test.y),
-            parameters=count_parameters(model),
-            size_bytes=weights_file.stat().st_size,
-            latency_ms=latency_ms,
-            agreement=None if teacher_outputs is None else agreement(self.data.task, outputs, teacher_outputs),
-            val_history=[] if history is None else list(history.val),
-            train_seconds=None if history is None else history.train_seconds,
-        )
+            outputs["teacher"], results = stored_teacher_results(self.store, self.data)
+        return results + [
+            measured_result(role, self.data, outputs[role], None if role == "teacher" else outputs["teacher"],
+                            count_parameters(model), weights_file.stat().st_size, latencies[role], history)
+            for role, (model, weights_file, history) in measured.items()
+        ]

@@ -12,7 +12,6 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,24 +19,12 @@ import torch
 from torch import nn
 
 from kdistill.data.splits import Split, TaskData
-from kdistill.errors import KdistillError, TrainingDiverged
+from kdistill.errors import KdistillError
 from kdistill.progress import epoch_progress
 from kdistill.recipe import TrainConfig
 from kdistill.report.metrics import PRIMARY, task_metrics
 from kdistill.torch.distiller import Distiller
-
-CHECK_EVERY = 20  # steps between finiteness checks (one host sync each)
-
-
-@dataclass
-class History:
-    """Per-epoch validation metric and mean training loss (``total`` and each part); seconds spent training."""
-
-    metric: str
-    val: list[float] = field(default_factory=list)
-    loss: list[dict[str, float]] = field(default_factory=list)
-    train_seconds: float = 0.0
-
+from kdistill.training import CHECK_EVERY, History, check_finite
 
 def tensors(split: Split, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
     x = torch.from_numpy(np.ascontiguousarray(split.x)).to(device)
@@ -144,7 +131,8 @@ def fit(role: str, distiller: Distiller, data: TaskData, config: TrainConfig, de
                 with torch.no_grad():
                     recorded.append(torch.stack([total, *parts.values()]))
                 if (step + 1) % CHECK_EVERY == 0 or step + 1 == steps:
-                    _check_finite(role, epoch, step, recorded, list(parts), checkpoint)
+                    check_finite(role, epoch, step, torch.stack(recorded[-CHECK_EVERY:]).cpu().numpy(),
+                                 list(parts), checkpoint)
                     progress.step(epoch, step + 1, loss=float(recorded[-1][0]))
             history.train_seconds += time.perf_counter() - started
             means = torch.stack(recorded).mean(dim=0).tolist()
@@ -156,15 +144,3 @@ def fit(role: str, distiller: Distiller, data: TaskData, config: TrainConfig, de
                                               "schedule": schedule.state_dict(), "history": history, "epoch": epoch})
     return history
 
-
-def _check_finite(role: str, epoch: int, step: int, recorded: list[torch.Tensor], names: list[str],
-                  checkpoint: Path | None) -> None:
-    """Raise at the first step since the last check whose loss is not finite, naming it and its parts."""
-    recent = torch.stack(recorded[-CHECK_EVERY:])
-    finite = torch.isfinite(recent).all(dim=1)
-    if bool(finite.all()):
-        return
-    bad = int((~finite).nonzero()[0])
-    shown = dict(zip(["total", *names], recent[bad].tolist()))
-    raise TrainingDiverged(role, epoch + 1, step - len(recent) + 2 + bad, shown,
-                           str(checkpoint) if checkpoint is not None and checkpoint.exists() else None)

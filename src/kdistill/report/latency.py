@@ -1,0 +1,28 @@
+"""Latency measured side by side: every model takes its turn within each repeat, so machine
+noise hits them alike."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+WARMUP_ROUNDS = 3
+BATCH_SIZES = (1, 256)  # the report's latency columns
+
+
+def measure_latencies(forwards: dict[str, Callable[[int], object]], batch_sizes: tuple[int, ...],
+                      repeats: int) -> dict[str, dict[str, float]]:
+    """Median milliseconds of ``forwards[role](batch_size)`` per role and batch size, after three
+    warm-up rounds. Each forward must return only once its result is ready (a backend blocks on
+    asynchronous devices inside it)."""
+    timings: dict[str, dict[int, list[float]]] = {role: {size: [] for size in batch_sizes} for role in forwards}
+    for repeat in range(repeats + WARMUP_ROUNDS):
+        for role, forward in forwards.items():
+            for size in batch_sizes:
+                started = time.perf_counter()
+                forward(size)
+                if repeat >= WARMUP_ROUNDS:
+                    timings[role][size].append((time.perf_counter() - started) * 1000)
+    return {role: {f"batch_{size}": statistics.median(values) for size, values in by_size.items()}
+            for role, by_size in timings.items()}

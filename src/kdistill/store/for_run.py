@@ -1,0 +1,21 @@
+"""Opening a recipe's ``teacher.store`` for a run, checked against that run's data and losses."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kdistill.data.splits import TaskData
+from kdistill.recipe import Recipe
+from kdistill.store.reader import StoreReader
+
+DENSE_FREE_LOSSES = {"kd", "soft_ce", "hard", "binary_kd"}  # read only the tempered softmax / argmax
+
+
+def open_store_for(recipe: Recipe, data: TaskData) -> StoreReader:
+    """Open ``teacher.store`` and check it fits this run: same data, every training, transfer and
+    test id present, the student's class count, and dense logits for losses that read raw values."""
+    store = StoreReader(recipe.teacher.store)
+    needed = [split.ids for split in (data.train, data.transfer, data.test) if split is not None]
+    store.check(ids=np.concatenate(needed), num_classes=data.output_dim, dataset_fingerprint=data.fingerprint(),
+                needs_dense=not set(recipe.losses) <= DENSE_FREE_LOSSES)
+    return store
