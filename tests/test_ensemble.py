@@ -48,8 +48,8 @@ def test_ensemble_store_holds_the_combination_of_its_members(tmp_path):
 
 
 @pytest.mark.parametrize("problem, needle", [
-    ("fingerprint", "has another dataset_fingerprint"),
-    ("classes", "has another num_classes"),
+    ("fingerprint", "has dataset_fingerprint data-b, expected data-a"),
+    ("classes", "has num_classes 7, expected 5"),
     ("weights", "need 2 non-negative weights"),
     ("one", "at least two member stores"),
     ("combine", "allowed: mean_probs, mean_logits"),

@@ -35,7 +35,10 @@ def _parser() -> argparse.ArgumentParser:
                        "(.npy/.npz/.csv/.parquet, ids in an 'id' column or row order) instead of running teacher.path")
     cache.add_argument("--kind", choices=("logits", "probs"), default="logits", help="what --from-predictions holds")
     cache.add_argument("--ensemble", nargs="+", metavar="STORE", help="combine these complete stores into --store")
-    cache.add_argument("--combine", default="mean_probs", help="ensemble combination: mean_probs (default) or mean_logits")
+    cache.add_argument("--combine", default="mean_probs", help="ensemble combination: mean_probs (default), mean_logits, "
+                       "or specialists (first store the generalist, then specialists cached with data.classes)")
+    cache.add_argument("--top-n", type=int, default=1, help="specialists: a specialist is active for a sample when it "
+                       "covers one of the generalist's top-n classes")
     cache.add_argument("--weights", type=float, nargs="+", help="ensemble member weights (default: equal)")
     cache.add_argument("--temperature", type=float, default=1.0, help="T of mean_probs: train the student at this T")
     verbs.add_parser("recipes", help="list the built-in recipes")
@@ -73,7 +76,7 @@ def _cache(recipe: Recipe, args: argparse.Namespace) -> int:
         from kdistill.store.ensemble import ensemble_stores
 
         count = ensemble_stores([Path(member) for member in args.ensemble], Path(args.store), combination=args.combine,
-                                weights=args.weights, temperature=args.temperature, **options)
+                                weights=args.weights, temperature=args.temperature, top_n=args.top_n, **options)
         print(f"combined {len(args.ensemble)} teachers for {count} samples into {args.store}")
         return 0
     from kdistill.data import load_task_data

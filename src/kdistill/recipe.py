@@ -62,6 +62,9 @@ class DataConfig(StrictModel):
     split_seed: int = 0
     transfer: TransferConfig | None = None
     ranking: RankingConfig = RankingConfig()
+    classes: list[int] | None = Field(None, min_length=2)
+    """A specialist's classes (Hinton 2015 §5): class ``classes[i]`` becomes label i and every
+    other class the dustbin label ``len(classes)``; same samples and ids, |classes| + 1 outputs."""
 
     @model_validator(mode="after")
     def _path_where_needed(self) -> "DataConfig":

@@ -58,7 +58,26 @@ def load_task_data(config: DataConfig, task: str) -> TaskData:
         data = replace(data, train=data.train.take(np.sort(order[: config.limit])))
     if config.transfer is not None:
         data = _with_transfer(data, config.transfer, config.split_seed)
+    if config.classes is not None:
+        data = _specialist(data, config.classes)
     return data
+
+
+def _specialist(data: TaskData, classes: list[int]) -> TaskData:
+    """``data`` relabeled for a specialist: ``classes[i]`` → i, every other class → the dustbin
+    ``len(classes)``. ``meta["specialist"]`` records the classes and the fingerprint of the data
+    with all its classes, which a store of this specialist's outputs carries into the merge."""
+    from kdistill.store.specialists import check_classes
+
+    if data.task != "classification":
+        raise KdistillError(f"data.classes: specialists are for classification, the recipe task is {data.task!r}")
+    subset = check_classes(classes, data.output_dim, "data.classes")
+    labels = np.full(data.output_dim, len(subset), dtype=np.int64)
+    labels[subset] = np.arange(len(subset))
+    relabel = {name: replace(split, y=labels[split.y]) for name, split in
+               (("train", data.train), ("val", data.val), ("test", data.test))}
+    meta = {**data.meta, "specialist": {"classes": subset.tolist(), "all_classes_fingerprint": data.fingerprint()}}
+    return replace(data, **relabel, output_dim=len(subset) + 1, meta=meta)
 
 
 def _with_transfer(data: TaskData, transfer: TransferConfig, seed: int) -> TaskData:

@@ -54,11 +54,12 @@ def measured_result(role: str, data: TaskData, outputs: np.ndarray, teacher_outp
 
 def stored_teacher_results(store: StoreReader, data: TaskData) -> tuple[np.ndarray, list[ModelResult]]:
     """A store teacher's test outputs and its report entries: the teacher and, for an ensemble
-    store, each member as it was cached (with its agreement with the ensemble)."""
+    store, each member over all classes as it was cached (with its agreement with the ensemble;
+    specialists, over a subset of classes, are not scored on the full task)."""
     teacher_outputs = store.fetch(data.test.ids).astype(np.float64)
     results = [measured_result("teacher", data, teacher_outputs, None)]
     for index, member in enumerate(store.manifest.teacher.get("members", [])):
-        if Path(member).is_dir():
+        if Path(member).is_dir() and StoreReader(member).manifest.num_classes == data.output_dim:
             member_outputs = StoreReader(member).fetch(data.test.ids).astype(np.float64)
             results.append(measured_result(f"member {index + 1}: {Path(member).name}", data, member_outputs,
                                            teacher_outputs))

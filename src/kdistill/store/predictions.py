@@ -92,8 +92,8 @@ def cache_predictions(data: TaskData, path: Path, kind: str, store: Path, *, dty
     logits = aligned(file_ids, as_logits(values, kind, path), sample_ids, path)
     if logits.shape[1] != data.output_dim:
         raise KdistillError(f"{FIELD}: {str(path)!r} has {logits.shape[1]} classes, the data has {data.output_dim}")
-    teacher = {"backend": "predictions", "path": str(path), "kind": kind,
-               "sha256": file_sha256(path)}
+    teacher = {"backend": "predictions", "path": str(path), "kind": kind, "sha256": file_sha256(path),
+               **data.meta.get("specialist", {})}
     writer = StoreWriter(store, ids=sample_ids, num_classes=data.output_dim, teacher=teacher,
                          dataset_fingerprint=data.fingerprint(), dtype=dtype, k=k, shard_size=shard_size,
                          overwrite=overwrite)

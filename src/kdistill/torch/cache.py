@@ -37,7 +37,8 @@ def cache_teacher(recipe: Recipe, data: TaskData, store: Path, *, dtype: str = "
     x = np.concatenate([split.x for split in splits])
     writer = StoreWriter(store, ids=ids, num_classes=data.output_dim, dataset_fingerprint=data.fingerprint(),
                          teacher={"backend": "torch", "path": str(recipe.teacher.path),
-                                  "sha256": file_sha256(Path(recipe.teacher.path)), "spec": spec},
+                                  "sha256": file_sha256(Path(recipe.teacher.path)), "spec": spec,
+                                  **data.meta.get("specialist", {})},
                          dtype=dtype, k=k, shard_size=shard_size, overwrite=overwrite)
     started = time.perf_counter()
     with sample_progress("cache", len(ids), writer.resume_from) as progress:
