@@ -10,6 +10,7 @@ list it in ``BACKENDS``; the suite skips backends whose framework is not install
 from __future__ import annotations
 
 import importlib.util
+import os
 from functools import partial
 
 import numpy as np
@@ -47,7 +48,80 @@ class TorchLosses:
         return value.item(), s.grad.numpy().astype(np.float64)
 
 
-BACKENDS = {backend.name: backend for backend in (TorchLosses,)}
+class JaxLosses(TorchLosses):
+    """The same case lookup as TorchLosses (``function``); float64 runs in a scoped x64 context."""
+
+    name = "jax"
+    framework = "jax"
+
+    def __init__(self):
+        import jax
+
+        from kdistill.jax import losses
+
+        self.jax, self.module = jax, losses
+        self.functions = losses.LOSS_FUNCTIONS
+
+    def value_and_grad(self, case, student, second, kwargs, dtype):
+        jnp = self.jax.numpy
+        with self.jax.enable_x64(dtype == "float64"):
+            def array(x):
+                if not isinstance(x, np.ndarray):
+                    return x
+                return jnp.asarray(x) if np.issubdtype(x.dtype, np.integer) else jnp.asarray(x, dtype=dtype)
+
+            loss, other, options = self.function(case), array(second), {k: array(v) for k, v in kwargs.items()}
+            value, grad = self.jax.jit(self.jax.value_and_grad(lambda s: loss(s, other, **options)))(array(student))
+            assert value.shape == () and value.dtype == jnp.dtype(dtype)
+            return float(value), np.asarray(grad, dtype=np.float64)
+
+
+class KerasLosses(TorchLosses):
+    """Keras 3 (keras.ops) losses on the backend ``KERAS_BACKEND`` names, TensorFlow by default.
+    Keras fixes its backend at import, so the JAX and torch backends run in a subprocess
+    (tests/test_pipeline_keras.py); their gradients come from JaxLosses' and TorchLosses' code."""
+
+    name = f"keras-{os.environ.get('KERAS_BACKEND', 'tensorflow')}"
+    framework = "keras"
+
+    def __init__(self):
+        import keras
+
+        from kdistill.keras import losses
+
+        self.module, self.functions = losses, losses.LOSS_FUNCTIONS
+        self.backend = keras.backend.backend()
+        if self.backend == "jax":
+            import jax
+
+            self.jax = jax
+        elif self.backend == "torch":
+            import torch
+
+            self.torch = torch
+
+    def value_and_grad(self, case, student, second, kwargs, dtype):
+        if self.backend == "jax":
+            return JaxLosses.value_and_grad(self, case, student, second, kwargs, dtype)
+        if self.backend == "torch":
+            return TorchLosses.value_and_grad(self, case, student, second, kwargs, dtype)
+        import tensorflow as tf
+
+        def tensor(x):
+            if not isinstance(x, np.ndarray):
+                return x
+            return tf.constant(x) if np.issubdtype(x.dtype, np.integer) else tf.constant(x, dtype=dtype)
+
+        s = tensor(student)
+        with tf.GradientTape() as tape:
+            tape.watch(s)
+            value = self.function(case)(s, tensor(second), **{k: tensor(v) for k, v in kwargs.items()})
+        grad = tape.gradient(value, s)
+        assert value.shape == () and value.dtype == dtype
+        return float(value), grad.numpy().astype(np.float64)
+
+
+BACKENDS = {backend.name: backend for backend in (TorchLosses, JaxLosses, KerasLosses)}
 
 
 def available() -> list[str]:
