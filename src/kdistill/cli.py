@@ -28,6 +28,8 @@ def _parser() -> argparse.ArgumentParser:
     cache.add_argument("--store", required=True, help="store directory (resumes an interrupted cache there)")
     cache.add_argument("--dtype", choices=("float32", "float16"), default="float32")
     cache.add_argument("--top-k", type=int, default=None, help="keep only the k largest logits (+ tail mass)")
+    cache.add_argument("--views", type=int, default=None, help="also cache K augmented views per sample "
+                       "(the recipe's data.augment), which training with that augmentation replays")
     cache.add_argument("--shard-size", type=int, default=8192, help="samples per shard")
     cache.add_argument("--batch-size", type=int, default=1024)
     cache.add_argument("--overwrite", action="store_true", help="replace a complete store")
@@ -68,9 +70,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _cache(recipe: Recipe, args: argparse.Namespace) -> int:
-    for name in ("shard_size", "batch_size"):
-        if getattr(args, name) < 1:
+    for name in ("shard_size", "batch_size", "views"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise KdistillError(f"--{name.replace('_', '-')}: {getattr(args, name)} must be >= 1")
+    if args.views is not None and (args.ensemble or args.from_predictions):
+        raise KdistillError("--views: views are cached by running the teacher (teacher.path), not with "
+                            "--ensemble or --from-predictions")
     options = {"dtype": args.dtype, "k": args.top_k, "shard_size": args.shard_size, "overwrite": args.overwrite}
     if args.ensemble:  # combines stores: needs no data
         from kdistill.store.ensemble import ensemble_stores
@@ -92,7 +97,7 @@ def _cache(recipe: Recipe, args: argparse.Namespace) -> int:
         raise KdistillError(f"backend: kdistill cache supports 'torch' teachers in this version, not {recipe.backend!r}")
     from kdistill.torch.cache import cache_teacher
 
-    cache_teacher(recipe, data, Path(args.store), batch_size=args.batch_size, **options)
+    cache_teacher(recipe, data, Path(args.store), batch_size=args.batch_size, views=args.views, **options)
     return 0
 
 

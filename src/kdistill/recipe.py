@@ -53,6 +53,23 @@ class RankingConfig(StrictModel):
     positives: int = Field(10, ge=1)
 
 
+class AugmentConfig(StrictModel):
+    """Seeded image augmentation, applied to the training and transfer batches of every model
+    (teacher, distilled, scratch): a random translation by up to ``shift`` pixels (zero fill) and,
+    with ``flip``, a random horizontal flip. Online, the teacher sees exactly the student's view;
+    offline, a store cached with ``--views K`` replays one of its K cached views (Beyer et al. 2022)."""
+
+    shift: int = Field(0, ge=0, le=16)
+    flip: bool = False
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _does_something(self) -> AugmentConfig:
+        if self.shift == 0 and not self.flip:
+            raise ValueError("data.augment: set shift > 0 and/or flip: true (or drop data.augment)")
+        return self
+
+
 class DataConfig(StrictModel):
     dataset: Literal["digits", "breast_cancer", "fashion_mnist", "arrays", "synthetic_ranking", "movielens"] = "digits"
     path: str | None = None
@@ -62,6 +79,7 @@ class DataConfig(StrictModel):
     split_seed: int = 0
     transfer: TransferConfig | None = None
     ranking: RankingConfig = RankingConfig()
+    augment: AugmentConfig | None = None
     classes: list[int] | None = Field(None, min_length=2)
     """A specialist's classes (Hinton 2015 §5): class ``classes[i]`` becomes label i and every
     other class the dustbin label ``len(classes)``; same samples and ids, |classes| + 1 outputs."""
@@ -222,6 +240,9 @@ class Recipe(StrictModel):
         for name in FEATURE_LOSSES:
             if name in self.losses and not any(pair.loss == name for pair in self.features):
                 raise ValueError(f"losses.{name}: needs at least one features entry with loss: {name}")
+        if self.data.augment is not None and self.backend != "torch":
+            raise ValueError(f"data.augment: augmentation views run on the torch backend in this version, not "
+                             f"{self.backend!r}; drop data.augment or use backend: torch")
         if self.features and self.teacher.store is not None:
             raise ValueError("features: feature losses need the teacher model; teacher.store holds its outputs only")
         for index, pair in enumerate(self.features):

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from kdistill.data.arrays import load_arrays, read_inputs
+from kdistill.data.augment import check_images
 from kdistill.data.embedded import load_breast_cancer, load_digits
 from kdistill.data.fashion_mnist import load_fashion_mnist
 from kdistill.data.ranking import load_movielens, load_synthetic
@@ -60,6 +61,8 @@ def load_task_data(config: DataConfig, task: str) -> TaskData:
         data = _with_transfer(data, config.transfer, config.split_seed)
     if config.classes is not None:
         data = _specialist(data, config.classes)
+    if config.augment is not None:
+        check_images(data.input_shape, config.augment)
     return data
 
 

@@ -19,6 +19,11 @@ Layout — one directory:
     ``tail_logsumexp`` (float32, (n,)) = log Σ_{c ∉ top-k} exp(z_c), computed in float64 from the
     float32 logits (−inf when k = C).
 
+  A store cached with augmentation views (``kdistill cache --views K``; manifest ``views`` = K and
+  ``augment``, the settings that drew them) has one more axis after the sample axis: K + 1 rows per
+  sample, view 0 the sample itself and views 1..K its augmentations (:mod:`kdistill.data.augment`),
+  so ``logits`` is (n, K + 1, C), and so on. Samples are keyed by id, views by their index.
+
 Top-k tail treatment (:func:`reconstruct_logits`, used by :meth:`StoreReader.fetch`): each of
 the C − k missing classes gets the same logit ``tail_logsumexp − log(C − k)``, i.e. the tail mass
 is spread uniformly over the missing classes. The logsumexp of the reconstructed row then equals

@@ -13,9 +13,11 @@ DENSE_FREE_LOSSES = {"kd", "soft_ce", "hard", "binary_kd"}  # read only the temp
 
 def open_store_for(recipe: Recipe, data: TaskData) -> StoreReader:
     """Open ``teacher.store`` and check it fits this run: same data, every training, transfer and
-    test id present, the student's class count, and dense logits for losses that read raw values."""
+    test id present, the student's class count, dense logits for losses that read raw values, and
+    for an augmenting run, views cached with the same augmentation."""
     store = StoreReader(recipe.teacher.store)
     needed = [split.ids for split in (data.train, data.transfer, data.test) if split is not None]
     store.check(ids=np.concatenate(needed), num_classes=data.output_dim, dataset_fingerprint=data.fingerprint(),
-                needs_dense=not set(recipe.losses) <= DENSE_FREE_LOSSES)
+                needs_dense=not set(recipe.losses) <= DENSE_FREE_LOSSES,
+                augment=None if recipe.data.augment is None else recipe.data.augment.model_dump())
     return store

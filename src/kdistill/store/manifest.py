@@ -23,6 +23,8 @@ SETTINGS = (
     "num_classes",
     "dtype",
     "k",
+    "views",
+    "augment",
     "shard_size",
     "total",
     "ids_sha256",
@@ -74,6 +76,8 @@ class Manifest(BaseModel):
     num_classes: int = Field(ge=1)
     dtype: Literal["float32", "float16"]
     k: int | None = Field(None, ge=1)
+    views: int | None = Field(None, ge=1)
+    augment: dict[str, Any] | None = None
     shard_size: int = Field(ge=1)
     total: int = Field(ge=1)
     ids_sha256: str
@@ -83,6 +87,8 @@ class Manifest(BaseModel):
     def _consistent(self) -> "Manifest":
         if self.k is not None and self.k > self.num_classes:
             raise ValueError(f"k={self.k} exceeds num_classes={self.num_classes}")
+        if (self.views is None) != (self.augment is None):
+            raise ValueError("views and augment come together: cached views need the augmentation that made them")
         for index, shard in enumerate(self.shards):
             expected = min(self.shard_size, self.total - index * self.shard_size)
             if shard.file != shard_name(index) or shard.count != expected:
@@ -99,15 +105,21 @@ class Manifest(BaseModel):
         """Samples in finished shards."""
         return sum(shard.count for shard in self.shards)
 
+    @property
+    def rows(self) -> tuple[int, ...]:
+        """The per-sample leading shape of every output tensor: () or, with views, (views + 1,)."""
+        return () if self.views is None else (self.views + 1,)
+
     def tensor_layout(self, count: int) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
         """The tensors (name → dtype, shape) a shard of ``count`` samples must hold."""
         layout = {"ids": (np.dtype("<i8"), (count,))}
+        per_sample = (count, *self.rows)
         if self.k is None:
-            layout["logits"] = (np.dtype(self.dtype), (count, self.num_classes))
+            layout["logits"] = (np.dtype(self.dtype), (*per_sample, self.num_classes))
         else:
-            layout["indices"] = (np.dtype("<i4"), (count, self.k))
-            layout["values"] = (np.dtype(self.dtype), (count, self.k))
-            layout["tail_logsumexp"] = (np.dtype("<f4"), (count,))
+            layout["indices"] = (np.dtype("<i4"), (*per_sample, self.k))
+            layout["values"] = (np.dtype(self.dtype), (*per_sample, self.k))
+            layout["tail_logsumexp"] = (np.dtype("<f4"), per_sample)
         return layout
 
     def to_json(self) -> bytes:

@@ -128,10 +128,12 @@ class StoreReader:
         num_classes: int | None = None,
         dataset_fingerprint: str | None = None,
         needs_dense: bool = False,
+        augment: dict | None = None,
     ) -> None:
         """Raise one KdistillError listing every way this store does not fit a run: another dataset
         fingerprint, training ``ids`` missing from the store, another class count than the
-        student's, or top-k storage for a loss that ``needs_dense`` logits."""
+        student's, top-k storage for a loss that ``needs_dense`` logits, or, for a run that
+        ``augment``s its inputs, no cached views or views of another augmentation."""
         manifest, problems = self.manifest, []
         if dataset_fingerprint is not None and dataset_fingerprint != manifest.dataset_fingerprint:
             problems.append(
@@ -150,25 +152,34 @@ class StoreReader:
                 f"the store keeps only the top-{manifest.k} logits per sample but the loss needs dense logits;"
                 " cache without k, or use a loss that accepts top-k targets"
             )
+        if augment is not None and manifest.augment != augment:
+            problems.append(
+                "the run augments its inputs but the store holds no augmentation views (its outputs would belong to "
+                "inputs the student never sees); cache with --views K" if manifest.augment is None else
+                f"its views were cached with augmentation {manifest.augment}, the run uses {augment}"
+            )
         if problems:
             raise KdistillError(f"soft-target store {self.path} does not fit this run: " + "; ".join(problems))
 
-    def fetch(self, batch_ids: np.ndarray) -> np.ndarray:
-        """(B, C) float32 logits for ``batch_ids``, in that order; top-k stores are reconstructed
-        with the uniform tail treatment (:func:`reconstruct_logits`)."""
+    def fetch(self, batch_ids: np.ndarray, views: np.ndarray | None = None) -> np.ndarray:
+        """(B, C) float32 logits for ``batch_ids``, in that order, at ``views`` (per sample, from a
+        store cached with views; default view 0, the samples themselves); top-k stores are
+        reconstructed with the uniform tail treatment (:func:`reconstruct_logits`)."""
         if self.manifest.k is None:
-            return self._gather(self._positions(batch_ids), "logits").astype(np.float32, copy=False)
-        return reconstruct_logits(*self.fetch_sparse(batch_ids), self.manifest.num_classes)
+            return self._gather(self._positions(batch_ids), "logits", views).astype(np.float32, copy=False)
+        return reconstruct_logits(*self.fetch_sparse(batch_ids, views), self.manifest.num_classes)
 
-    def fetch_sparse(self, batch_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Top-k storage for ``batch_ids``: indices int32 (B, k), values float32 (B, k), tail_logsumexp float32 (B,)."""
+    def fetch_sparse(self, batch_ids: np.ndarray,
+                     views: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Top-k storage for ``batch_ids`` (at ``views``, as in :meth:`fetch`): indices int32 (B, k),
+        values float32 (B, k), tail_logsumexp float32 (B,)."""
         if self.manifest.k is None:
             raise KdistillError(f"{self.path} stores dense logits (no k); use fetch()")
         positions = self._positions(batch_ids)
         return (
-            self._gather(positions, "indices"),
-            self._gather(positions, "values").astype(np.float32, copy=False),
-            self._gather(positions, "tail_logsumexp"),
+            self._gather(positions, "indices", views),
+            self._gather(positions, "values", views).astype(np.float32, copy=False),
+            self._gather(positions, "tail_logsumexp", views),
         )
 
     def _positions(self, batch_ids: np.ndarray) -> np.ndarray:
@@ -181,14 +192,23 @@ class StoreReader:
             raise KdistillError(f"{self.path}: {missing.size} requested sample ids {_missing(missing)}")
         return self._order[slots]
 
-    def _gather(self, positions: np.ndarray, name: str) -> np.ndarray:
-        """Rows ``positions`` of tensor ``name``, reading only those rows from each shard."""
+    def _gather(self, positions: np.ndarray, name: str, views: np.ndarray | None) -> np.ndarray:
+        """Rows ``positions`` of tensor ``name`` (at ``views`` in a store with views), reading only
+        those rows from each shard."""
+        if views is not None and self.manifest.views is None:
+            raise KdistillError(f"{self.path}: views requested, but the store was cached without views")
+        if self.manifest.views is not None:
+            views = np.zeros(len(positions), dtype=np.int64) if views is None else np.asarray(views, dtype=np.int64)
+            if views.shape != positions.shape or views.min(initial=0) < 0 or views.max(initial=0) > self.manifest.views:
+                raise KdistillError(f"{self.path}: views must be one per sample in 0..{self.manifest.views}")
         shard_of, row = np.divmod(positions, self.manifest.shard_size)
         template = self._shards[0][name]
-        out = np.empty((len(positions), *template.shape[1:]), dtype=template.dtype)
+        per_sample = template.shape[1:] if views is None else template.shape[2:]
+        out = np.empty((len(positions), *per_sample), dtype=template.dtype)
         for shard in np.unique(shard_of):
             here = shard_of == shard
-            out[here] = self._shards[shard][name][row[here]]
+            out[here] = (self._shards[shard][name][row[here]] if views is None
+                         else self._shards[shard][name][row[here], views[here]])
         return out
 
 

@@ -82,6 +82,8 @@ class StoreWriter:
         dataset_fingerprint: str,
         dtype: str = "float32",
         k: int | None = None,
+        views: int | None = None,
+        augment: dict[str, Any] | None = None,
         shard_size: int,
         overwrite: bool = False,
     ) -> None:
@@ -104,6 +106,8 @@ class StoreWriter:
                 "num_classes": num_classes,
                 "dtype": dtype,
                 "k": k,
+                "views": views,
+                "augment": augment,
                 "shard_size": shard_size,
                 "total": len(ids),
                 "ids_sha256": ids_sha256(self._ids),
@@ -143,15 +147,15 @@ class StoreWriter:
         return manifest
 
     def write(self, batch_ids: np.ndarray, logits: np.ndarray) -> None:
-        """Add the next batch: ``batch_ids`` (B,) must continue the expected ids; ``logits`` (B, C), raw."""
+        """Add the next batch: ``batch_ids`` (B,) must continue the expected ids; ``logits`` (B, C),
+        raw, or with views (B, views + 1, C): view 0 the sample itself, then the augmented views."""
         batch_ids = np.asarray(batch_ids)
         logits = np.asarray(logits, dtype=np.float32)
         start, end = self._cursor, self._cursor + len(batch_ids)
-        if logits.shape != (len(batch_ids), self.manifest.num_classes):
-            raise KdistillError(
-                f"StoreWriter.write: logits must be (batch, num_classes) = ({len(batch_ids)},"
-                f" {self.manifest.num_classes}), got shape {logits.shape}"
-            )
+        expected_shape = (len(batch_ids), *self.manifest.rows, self.manifest.num_classes)
+        if logits.shape != expected_shape:
+            names = "(batch, views + 1, num_classes)" if self.manifest.views else "(batch, num_classes)"
+            raise KdistillError(f"StoreWriter.write: logits must be {names} = {expected_shape}, got shape {logits.shape}")
         if end > self.manifest.total:
             raise KdistillError(
                 f"StoreWriter.write: got {end - self.manifest.total} samples more than the"
@@ -196,22 +200,22 @@ class StoreWriter:
         bad = ~(np.isfinite(stored) | np.isneginf(logits))
         if bad.any():
             raise KdistillError(
-                f"StoreWriter.write: logits of sample id {ids[np.flatnonzero(bad.any(axis=1))[0]]} are NaN, +inf or"
+                f"StoreWriter.write: logits of sample id {ids[np.flatnonzero(bad.reshape(len(ids), -1).any(axis=1))[0]]} are NaN, +inf or"
                 f" outside the {dtype} range; only -inf is allowed"
             )
         k = self.manifest.k
         if k is None:
             return {"ids": ids, "logits": stored}
-        order = np.argsort(-logits, axis=1, kind="stable")
-        indices, rest = order[:, :k], order[:, k:]
-        if rest.shape[1]:
-            tail = np.logaddexp.reduce(np.take_along_axis(logits, rest, axis=1).astype(np.float64), axis=1)
+        order = np.argsort(-logits, axis=-1, kind="stable")
+        indices, rest = order[..., :k], order[..., k:]
+        if rest.shape[-1]:
+            tail = np.logaddexp.reduce(np.take_along_axis(logits, rest, axis=-1).astype(np.float64), axis=-1)
         else:
-            tail = np.full(len(ids), -np.inf)
+            tail = np.full(logits.shape[:-1], -np.inf)
         return {
             "ids": ids,
             "indices": indices.astype(np.int32),
-            "values": np.take_along_axis(stored, indices, axis=1),
+            "values": np.take_along_axis(stored, indices, axis=-1),
             "tail_logsumexp": tail.astype(np.float32),
         }
 

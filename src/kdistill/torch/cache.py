@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kdistill.data.augment import augment as augment_views
 from kdistill.data.splits import TaskData
 from kdistill.errors import KdistillError
 from kdistill.progress import console, sample_progress
@@ -24,11 +25,18 @@ from kdistill.torch.trainer import predict
 
 
 def cache_teacher(recipe: Recipe, data: TaskData, store: Path, *, dtype: str = "float32", k: int | None = None,
-                  shard_size: int = 8192, batch_size: int = 1024, overwrite: bool = False) -> dict:
-    """Write the teacher's logits for every sample of ``data`` to ``store``; returns a summary."""
+                  views: int | None = None, shard_size: int = 8192, batch_size: int = 1024,
+                  overwrite: bool = False) -> dict:
+    """Write the teacher's logits for every sample of ``data`` to ``store``; returns a summary.
+
+    With ``views`` = K, each sample is stored at K + 1 views of ``data.augment``: view 0 the sample
+    itself (what evaluation reads), views 1..K the augmentations a student replays in training."""
     if recipe.teacher.path is None:
         raise KdistillError("teacher.path: kdistill cache needs a trained teacher, e.g. "
                             "--set teacher.path=runs/NAME/teacher.safetensors from a kdistill run")
+    augment = recipe.data.augment
+    if views is not None and augment is None:
+        raise KdistillError(f"--views: {views} views need the recipe's data.augment (shift and/or flip) to draw them")
     device = choose_device(recipe.train.device)
     teacher, spec = build_model(recipe.teacher, data, "teacher")
     teacher.to(device).eval()
@@ -39,16 +47,22 @@ def cache_teacher(recipe: Recipe, data: TaskData, store: Path, *, dtype: str = "
                          teacher={"backend": "torch", "path": str(recipe.teacher.path),
                                   "sha256": file_sha256(Path(recipe.teacher.path)), "spec": spec,
                                   **data.meta.get("specialist", {})},
-                         dtype=dtype, k=k, shard_size=shard_size, overwrite=overwrite)
+                         dtype=dtype, k=k, views=views, augment=None if views is None else augment.model_dump(),
+                         shard_size=shard_size, overwrite=overwrite)
     started = time.perf_counter()
     with sample_progress("cache", len(ids), writer.resume_from) as progress:
         for start in range(writer.resume_from, len(ids), batch_size):
-            batch = torch.from_numpy(np.ascontiguousarray(x[start:start + batch_size])).to(device)
-            logits = predict(teacher, batch, batch_size)
-            if logits.shape[1:] != (data.output_dim,):
-                raise KdistillError(f"teacher: outputs {logits.shape[1:]} per sample, the data needs ({data.output_dim},)")
-            writer.write(ids[start:start + len(batch)], logits.astype(np.float32))
-            progress(len(batch))
+            batch_ids = ids[start:start + batch_size]
+            inputs = [x[start:start + batch_size]]
+            if views is not None:
+                inputs += [augment_views(inputs[0], batch_ids, np.full(len(batch_ids), view), augment)
+                           for view in range(1, views + 1)]
+            logits = np.stack([predict(teacher, torch.from_numpy(np.ascontiguousarray(view_x)).to(device), batch_size)
+                               for view_x in inputs], axis=1)
+            if logits.shape[2:] != (data.output_dim,):
+                raise KdistillError(f"teacher: outputs {logits.shape[2:]} per sample, the data needs ({data.output_dim},)")
+            writer.write(batch_ids, logits.astype(np.float32) if views is not None else logits[:, 0].astype(np.float32))
+            progress(len(batch_ids))
     manifest = writer.close()
     seconds = time.perf_counter() - started
     written = len(ids) - writer.resume_from

@@ -97,13 +97,16 @@ class TorchPipeline:
         measured: dict[str, tuple[nn.Module, Path, object]] = {}
         if self.teacher is not None:
             measured["teacher"] = (self.teacher, *self._prepare_teacher(out, checkpoints, resume))
+        augment = self.recipe.data.augment
         history = fit("distilled", self.distiller, self.data, self.recipe.train, self.device,
-                      checkpoints / "distilled.pt", resume, None if self.store is None else self.store.fetch)
+                      checkpoints / "distilled.pt", resume, None if self.store is None else self.store.fetch,
+                      augment, None if self.store is None else self.store.manifest.views)
         measured["distilled"] = (self.student, save_model(self.student, self.student_spec, out / "student"), history)
         if self.recipe.compare.scratch:
             scratch = self.scratch.to(self.device)
             twin = Distiller(scratch, self.recipe.task, {"task": 1.0})
-            history = fit("scratch", twin, self.data, self.recipe.train, self.device, checkpoints / "scratch.pt", resume)
+            history = fit("scratch", twin, self.data, self.recipe.train, self.device, checkpoints / "scratch.pt", resume,
+                          augment=augment)
             measured["scratch"] = (scratch, save_model(scratch, self.student_spec, checkpoints / "scratch"), history)
         return self._measure(measured)
 
@@ -117,7 +120,7 @@ class TorchPipeline:
             trainee = Distiller(self.teacher.train(), self.recipe.task, {"task": 1.0})
             self.teacher.requires_grad_(True)
             history = fit("teacher", trainee, self.data, self.recipe.teacher_training(), self.device,
-                          checkpoints / "teacher.pt", resume)
+                          checkpoints / "teacher.pt", resume, augment=self.recipe.data.augment)
             save_model(self.teacher, self.teacher_spec, out / "teacher")
         self.teacher.requires_grad_(False).eval()
         return teacher_file, history

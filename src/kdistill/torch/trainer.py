@@ -18,10 +18,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from kdistill.data.augment import augment as augment_views
+from kdistill.data.augment import view_ids
 from kdistill.data.splits import Split, TaskData
 from kdistill.errors import KdistillError
 from kdistill.progress import epoch_progress
-from kdistill.recipe import TrainConfig
+from kdistill.recipe import AugmentConfig, TrainConfig
 from kdistill.report.metrics import PRIMARY, task_metrics
 from kdistill.torch.distiller import Distiller
 from kdistill.training import CHECK_EVERY, History, check_finite
@@ -68,13 +70,16 @@ def _save_checkpoint(path: Path, state: dict) -> None:
 
 def fit(role: str, distiller: Distiller, data: TaskData, config: TrainConfig, device: torch.device,
         checkpoint: Path | None = None, resume: bool = False,
-        teacher_outputs: Callable[[np.ndarray], np.ndarray] | None = None) -> History:
+        teacher_outputs: Callable[[np.ndarray, np.ndarray | None], np.ndarray] | None = None,
+        augment: AugmentConfig | None = None, stored_views: int | None = None) -> History:
     """Train ``distiller``'s student (and adapters) for ``config.epochs``; returns the history.
 
     Each step takes ``batch_size`` labeled samples and, when the data has a transfer set and the
     distiller has distillation terms, ``batch_size`` unlabeled ones for those terms (a teacher or
     scratch twin, trained on labels alone, never sees them). Offline, ``teacher_outputs`` maps the
-    batch's sample ids to the teacher's outputs (a soft-target store's ``fetch``)."""
+    batch's sample ids and view ids to the teacher's outputs (a soft-target store's ``fetch``).
+    With ``augment``, every sample of a batch is replaced by its view of the epoch: a fresh one
+    online, one of the store's ``stored_views`` offline (:mod:`kdistill.data.augment`)."""
     x_train, y_train = tensors(data.train, device)
     x_val, _ = tensors(data.val, device)
     x_transfer = tensors(data.transfer, device)[0] if data.transfer is not None and distiller.losses else None
@@ -107,7 +112,7 @@ def fit(role: str, distiller: Distiller, data: TaskData, config: TrainConfig, de
             transfer_order = (torch.randperm(len(x_transfer), generator=generator).to(device)
                               if x_transfer is not None else None)
             distiller.student.train()
-            if teacher_outputs is not None:  # sample ids in batch order, for the store
+            if teacher_outputs is not None or augment is not None:  # sample ids in batch order
                 batch_ids = data.train.ids[order.cpu().numpy()]
                 transfer_ids = None if transfer_order is None else data.transfer.ids[transfer_order.cpu().numpy()]
             recorded: list[torch.Tensor] = []  # per step: [total, *parts], one stacked op
@@ -117,12 +122,16 @@ def fit(role: str, distiller: Distiller, data: TaskData, config: TrainConfig, de
                 if transfer_order is not None:
                     t_start = (step * config.batch_size) % len(x_transfer)
                     x = torch.cat([x, x_transfer[transfer_order[t_start:t_start + config.batch_size]]])
-                teacher_out = None
-                if teacher_outputs is not None:
+                teacher_out = views = None
+                if teacher_outputs is not None or augment is not None:
                     ids = batch_ids[step * config.batch_size:(step + 1) * config.batch_size]
                     if transfer_ids is not None:
                         ids = np.concatenate([ids, transfer_ids[t_start:t_start + config.batch_size]])
-                    teacher_out = torch.from_numpy(teacher_outputs(ids)).to(device)
+                if augment is not None:
+                    views = view_ids(config.seed, epoch, ids, stored_views)
+                    x = torch.from_numpy(augment_views(x.cpu().numpy(), ids, views, augment)).to(device)
+                if teacher_outputs is not None:
+                    teacher_out = torch.from_numpy(teacher_outputs(ids, views)).to(device)
                 total, parts = distiller(x, y, teacher_out)
                 optimizer.zero_grad(set_to_none=True)
                 total.backward()
