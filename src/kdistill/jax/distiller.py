@@ -1,0 +1,188 @@
+"""The distillation objective on Flax NNX: a student, an optional frozen teacher, losses by name
+and named weights. Total = Σ weights[name] · loss[name]; ``task`` is the supervised loss on true labels.
+
+The same objective trains the teacher (weights ``{task: 1}``, no teacher) and the scratch twin,
+so every model in a run goes through one code path (:func:`kdistill.jax.trainer.fit`).
+
+Feature distillation: NNX has no forward hooks and ``nnx.sow`` needs the model to call it, so
+features are read from models built of :class:`kdistill.jax.zoo.Layers` (every zoo MLP and CNN,
+and any user factory returning one), by layer name. Other modules take the logit losses only;
+asking them for features is a KdistillError naming the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from kdistill.errors import KdistillError
+from kdistill.jax.losses import LOSS_FUNCTIONS, task_loss
+from kdistill.jax.zoo import Layers, linear
+from kdistill.losses import CATALOGUE
+from kdistill.recipe import FeaturePair
+
+
+def eval_view(model: nnx.Module) -> nnx.Module:
+    """The same arrays with dropout off and batch statistics frozen (evaluation, teachers)."""
+    return nnx.view(model, deterministic=True, use_running_average=True, raise_if_not_found=False)
+
+
+def train_view(model: nnx.Module) -> nnx.Module:
+    return nnx.view(model, deterministic=False, use_running_average=False, raise_if_not_found=False)
+
+
+class Adapter(nnx.Module):
+    """FitNets adapter: a linear map of the channel axis (axis 1), i.e. a 1×1 convolution on
+    (B, C, H, W) features and a linear layer on (B, C) ones."""
+
+    def __init__(self, student_shape: tuple[int, ...], teacher_shape: tuple[int, ...], field: str, seed: int):
+        if len(student_shape) != len(teacher_shape) or student_shape[1:] != teacher_shape[1:]:
+            raise KdistillError(
+                f"{field}: student feature {student_shape} and teacher feature {teacher_shape} differ beyond the "
+                "channel axis; pick layers with the same spatial size"
+            )
+        if len(student_shape) not in (1, 3):
+            raise KdistillError(f"{field}: hint adapters support (B, C) and (B, C, H, W) features, got (B, {student_shape})")
+        self.map = linear(student_shape[0], teacher_shape[0], nnx.Rngs(seed))
+
+    def __call__(self, feature: jax.Array) -> jax.Array:
+        return jnp.moveaxis(self.map(jnp.moveaxis(feature, 1, -1)), -1, 1)
+
+
+class Trainee(nnx.Module):
+    """What the optimizer updates: the student and the hint adapters."""
+
+    def __init__(self, student: nnx.Module, adapters: dict[str, Adapter]):
+        self.student = student
+        self.adapters = nnx.Dict(adapters)
+
+
+def _taps(model: nnx.Module | None, paths: Sequence[str], field: str) -> tuple[str, ...]:
+    if not paths:
+        return ()
+    if not isinstance(model, Layers):
+        raise KdistillError(
+            f"{field}: feature distillation on the JAX backend reads layers of kdistill.jax.zoo.Layers models "
+            f"(the zoo's mlp and cnn); {type(model).__name__} is not one (use logit losses, or build it from Layers)"
+        )
+    for path in paths:
+        if path not in model.names:
+            raise KdistillError(f"{field}: no layer {path!r} in {type(model).__name__}; available: {', '.join(model.names)}")
+    return tuple(dict.fromkeys(paths))
+
+
+def _forward(model: nnx.Module, x: jax.Array, taps: tuple[str, ...]) -> tuple[jax.Array, dict[str, jax.Array]]:
+    return model.run(x, taps) if taps else (model(x), {})
+
+
+class Distiller:
+    """student + frozen teacher → (total loss, {name: loss}) for one batch, traced inside the
+    trainer's jitted step.
+
+    ``x`` holds the labeled samples first and then any unlabeled transfer samples; ``y`` labels the
+    first ``len(y)`` rows. Offline (``offline=True``, no teacher model), the caller passes the
+    teacher's outputs for the batch. The task loss (and ``dkd``, which needs the true class) reads
+    the labeled rows; every other distillation loss reads all rows. The teacher sees exactly the
+    batch the student sees, in eval mode and under ``jax.lax.stop_gradient``. ``probe`` (a few
+    input rows) runs both models once, eagerly, before anything is traced: a class-count mismatch
+    or a feature shape problem is a KdistillError, not a trace error.
+    """
+
+    def __init__(self, student: nnx.Module, task: str, weights: Mapping[str, float],
+                 losses: Mapping[str, Mapping[str, float]] | None = None, teacher: nnx.Module | None = None,
+                 features: Sequence[FeaturePair] = (), probe: jax.Array | None = None, offline: bool = False,
+                 seed: int = 0):
+        losses = dict(losses or {})
+        if losses and teacher is None and not offline:
+            raise KdistillError(f"losses {', '.join(losses)} need a teacher; none was given (offline=True: outputs come per batch)")
+        for name in losses:
+            if name not in LOSS_FUNCTIONS:
+                raise KdistillError(f"losses.{name}: unknown loss; allowed: {', '.join(LOSS_FUNCTIONS)}")
+        for name, weight in weights.items():
+            if name != "task" and name not in losses:
+                raise KdistillError(f"weights.{name}: no loss of that name in losses ({', '.join(losses) or 'none'})")
+            if not weight >= 0:
+                raise KdistillError(f"weights.{name}: {weight} is negative (weights must be >= 0)")
+        self.task = task
+        self.weights = {name: float(weight) for name, weight in weights.items() if weight > 0}
+        self.losses = {name: dict(settings) for name, settings in losses.items() if name in self.weights}
+        self.teacher = teacher  # used through eval_view, so it can train (as its own trainee) before distilling
+        self.features = [pair for pair in features if pair.loss in self.losses]
+        self.student_taps = _taps(student, [pair.student for pair in self.features], "features.student")
+        self.teacher_taps = _taps(teacher, [pair.teacher for pair in self.features], "features.teacher")
+        adapters = self._check_outputs(student, probe, seed) if probe is not None else {}
+        self.trainee = Trainee(student, adapters)
+
+    @property
+    def student(self) -> nnx.Module:
+        return self.trainee.student
+
+    @property
+    def part_names(self) -> list[str]:
+        """The names of the loss parts a step returns, in order."""
+        return [*(["task"] if "task" in self.weights else []), *self.losses]
+
+    def _check_outputs(self, student: nnx.Module, probe: jax.Array, seed: int) -> dict[str, Adapter]:
+        """Run both models once on a few samples: output shapes must agree, adapters get their widths."""
+        student_out, student_features = _forward(eval_view(student), probe, self.student_taps)
+        if self.teacher is not None:
+            teacher_out, teacher_features = _forward(eval_view(self.teacher), probe, self.teacher_taps)
+            if student_out.shape[1:] != teacher_out.shape[1:]:
+                raise KdistillError(
+                    f"teacher outputs {tuple(teacher_out.shape[1:])} per sample but student outputs "
+                    f"{tuple(student_out.shape[1:])}: class counts must match"
+                )
+        adapters = {}
+        for index, pair in enumerate(self.features):
+            s_shape = tuple(student_features[pair.student].shape[1:])
+            t_shape = tuple(teacher_features[pair.teacher].shape[1:])
+            if pair.loss == "hint":
+                adapters[str(index)] = Adapter(s_shape, t_shape, f"features.{index}", seed + index)
+            elif s_shape[1:] != t_shape[1:]:
+                raise KdistillError(f"features.{index}: attention transfer needs equal spatial sizes, got student "
+                                    f"{s_shape} and teacher {t_shape}")
+        return adapters
+
+    def __call__(self, trainee: Trainee, teacher: nnx.Module | None, x: jax.Array, y: jax.Array,
+                 teacher_out: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """(total, parts) for one batch. ``trainee`` and ``teacher`` are this distiller's
+        :class:`Trainee` and frozen teacher, or their functional copies inside a jitted step (state
+        passed as arguments, not baked into the compiled program)."""
+        student_out, student_features = _forward(trainee.student, x, self.student_taps)
+        labeled = y.shape[0]
+        labeled_out = student_out if labeled == x.shape[0] else student_out[:labeled]
+        parts: dict[str, jax.Array] = {}
+        if "task" in self.weights and labeled:
+            parts["task"] = task_loss(labeled_out, y, self.task)
+        if self.losses:
+            teacher_features = {}
+            if teacher_out is None:
+                teacher_out, teacher_features = jax.lax.stop_gradient(_forward(teacher, x, self.teacher_taps))
+            for name, settings in self.losses.items():
+                parts[name] = self._distillation_loss(name, settings, trainee, student_out, teacher_out, labeled_out,
+                                                      y, student_features, teacher_features)
+        total = sum(self.weights[name] * value for name, value in parts.items())
+        return total, parts
+
+    def _distillation_loss(self, name: str, settings: dict[str, float], trainee: Trainee, student_out: jax.Array,
+                           teacher_out: jax.Array, labeled_out: jax.Array, y: jax.Array,
+                           student_features: dict[str, jax.Array], teacher_features: dict[str, jax.Array]) -> jax.Array:
+        function = LOSS_FUNCTIONS[name]
+        if CATALOGUE[name].inputs == "features":
+            pairs = [(index, pair) for index, pair in enumerate(self.features) if pair.loss == name]
+            return sum(
+                function(self._adapted(trainee, index, student_features[pair.student]), teacher_features[pair.teacher])
+                for index, pair in pairs
+            ) / len(pairs)
+        if name == "soft_ce":
+            return function(student_out, jax.nn.softmax(teacher_out / settings["temperature"], axis=-1), **settings)
+        if CATALOGUE[name].needs_labels:
+            return function(labeled_out, teacher_out[:y.shape[0]], y, **settings)
+        return function(student_out, teacher_out, **settings)
+
+    @staticmethod
+    def _adapted(trainee: Trainee, index: int, feature: jax.Array) -> jax.Array:
+        return trainee.adapters[str(index)](feature) if str(index) in trainee.adapters else feature

@@ -1,0 +1,93 @@
+"""Building, saving and loading Flax NNX models: zoo names, ``pkg.module:factory`` import paths and
+saved files.
+
+A model kdistill saves is ``NAME.safetensors`` (its ``nnx.Param`` arrays, keyed by the dotted
+state path such as ``fc1.kernel``) plus ``NAME.json`` (factory and keyword arguments), so loading
+rebuilds the module and never unpickles code. A factory that takes ``seed`` (every zoo model) or
+``rngs`` gets the recipe's seed: initial weights depend on the seed alone.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+from safetensors.numpy import load_file, save_file
+
+from kdistill.data.splits import TaskData
+from kdistill.errors import KdistillError
+from kdistill.jax.zoo import ZOO
+from kdistill.model_factories import factory_kwargs, resolve_factory
+from kdistill.recipe import ModelConfig
+
+FORMAT = "kdistill.jax/1"
+
+
+def build_model(config: ModelConfig, data: TaskData, field: str, seed: int) -> tuple[nnx.Module, dict[str, Any]]:
+    """The model a recipe section describes, and the spec that rebuilds it (stored beside saved weights)."""
+    if config.path is not None:
+        return load_model(config.path, field), {"path": config.path}
+    factory = resolve_factory(config.model, ZOO, field)
+    kwargs = factory_kwargs(factory, dict(config.kwargs), data, seed=seed)
+    try:
+        model = _instantiate(factory, kwargs, seed)
+    except TypeError as error:
+        raise KdistillError(f"{field}.kwargs: {config.model} rejected {kwargs}: {error}") from None
+    if not isinstance(model, nnx.Module):
+        raise KdistillError(f"{field}.model: {config.model} returned {type(model).__name__}, not a flax.nnx.Module")
+    return model, {"format": FORMAT, "model": config.model, "kwargs": kwargs}
+
+
+def _instantiate(factory, kwargs: dict[str, Any], seed: int) -> Any:
+    """Call the factory, giving ``rngs=nnx.Rngs(seed)`` to one that asks for it (not JSON: not in the spec)."""
+    wants_rngs = "rngs" in inspect.signature(factory).parameters and "rngs" not in kwargs
+    return factory(**kwargs, **({"rngs": nnx.Rngs(seed)} if wants_rngs else {}))
+
+
+def _named_params(model: nnx.Module) -> dict[str, nnx.Variable]:
+    return {".".join(map(str, path)): variable for path, variable in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+
+
+def save_model(model: nnx.Module, spec: dict[str, Any], stem: Path) -> Path:
+    """Write ``stem.safetensors`` and ``stem.json`` atomically; returns the weights file."""
+    weights, sidecar = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+    arrays = {name: np.ascontiguousarray(jax.device_get(variable[...])) for name, variable in _named_params(model).items()}
+    for path, write in ((weights, lambda tmp: save_file(arrays, tmp, metadata={"format": FORMAT})),
+                        (sidecar, lambda tmp: Path(tmp).write_text(json.dumps(spec, indent=2)))):
+        tmp = path.with_name(path.name + ".tmp")
+        write(str(tmp))
+        os.replace(tmp, path)
+    return weights
+
+
+def load_model(path: str | os.PathLike, field: str = "model") -> nnx.Module:
+    """Load a model kdistill saved (``NAME.safetensors`` with ``NAME.json`` beside it)."""
+    path = Path(path)
+    sidecar = path.with_suffix(".json")
+    if not path.exists():
+        raise KdistillError(f"{field}.path: {str(path)!r} does not exist")
+    if path.suffix != ".safetensors" or not sidecar.exists():
+        raise KdistillError(f"{field}.path: {str(path)!r} is not NAME.safetensors with NAME.json beside it")
+    spec = json.loads(sidecar.read_text())
+    if spec.get("format") != FORMAT:
+        raise KdistillError(f"{field}.path: {str(sidecar)!r} has format {spec.get('format')!r}, expected {FORMAT!r}")
+    model = _instantiate(resolve_factory(spec["model"], ZOO, field), spec["kwargs"], spec["kwargs"].get("seed", 0))
+    stored, params = load_file(str(path)), _named_params(model)
+    mismatched = sorted(name for name in stored.keys() | params.keys()
+                        if name not in stored or name not in params or stored[name].shape != params[name].shape)
+    if mismatched:
+        raise KdistillError(f"{field}.path: weights in {str(path)!r} do not fit {spec['model']}: {', '.join(mismatched)}")
+    for name, variable in params.items():
+        variable[...] = jax.numpy.asarray(stored[name])
+    return model
+
+
+def count_parameters(model: nnx.Module) -> int:
+    return sum(math.prod(variable.shape) for variable in _named_params(model).values())

@@ -1,0 +1,137 @@
+"""The JAX side of ``kdistill run``: build and check the Flax NNX models, train (or load) the
+teacher, distill the student, train the scratch twin from the identical initial parameters, and
+measure all three for the report."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from kdistill.data.splits import TaskData
+from kdistill.errors import KdistillError
+from kdistill.jax.distiller import Distiller, eval_view
+from kdistill.jax.models import build_model, count_parameters, save_model
+from kdistill.jax.trainer import jitted_forward, fit, predict
+from kdistill.recipe import Recipe
+from kdistill.report.latency import BATCH_SIZES, measure_latencies
+from kdistill.report.results import ModelResult, measured_result, stored_teacher_results
+from kdistill.store.for_run import open_store_for
+
+
+def choose_device(name: str) -> jax.Device:
+    gpus = [device for device in jax.devices() if device.platform == "gpu"]
+    if name == "cuda" and not gpus:
+        raise KdistillError("train.device: 'cuda' requested but jax sees no GPU (use 'auto' or 'cpu'; "
+                            "GPU needs pip install 'jax[cuda12]')")
+    return gpus[0] if gpus and name != "cpu" else jax.devices("cpu")[0]
+
+
+def copied(model: nnx.Module) -> nnx.Module:
+    """An independent copy with its own buffers (training donates the original's)."""
+    graphdef, state = nnx.split(model)
+    return nnx.merge(graphdef, jax.tree.map(lambda array: array.copy(), state))
+
+
+def timed_forwards(models: dict[str, nnx.Module], x: jax.Array) -> dict[str, Callable[[int], None]]:
+    """Per model, a jitted eval-mode forward on the first ``size`` test rows (repeated if too few)
+    that blocks until the result is ready: what :func:`measure_latencies` times."""
+    def forward_of(model: nnx.Module) -> Callable[[int], None]:
+        graphdef, state = nnx.split(eval_view(model))
+        batches = {size: x[jnp.arange(size) % len(x)] for size in BATCH_SIZES}
+
+        def forward(size: int) -> None:
+            jitted_forward(graphdef, state, batches[size]).block_until_ready()
+        return forward
+    return {role: forward_of(model) for role, model in models.items()}
+
+
+class JaxPipeline:
+    """Two phases: ``__init__`` builds everything and checks it (no files written, nothing traced
+    or trained); ``execute`` trains and measures, writing only inside the output directory."""
+
+    def __init__(self, recipe: Recipe, data: TaskData):
+        self.recipe, self.data = recipe, data
+        self.device = choose_device(recipe.train.device)
+        with jax.default_device(self.device):
+            self.store = None if recipe.teacher.store is None else open_store_for(recipe, data)
+            self.teacher = None
+            self.probe = jnp.asarray(data.train.x[:4])
+            if self.store is None:
+                self.teacher, self.teacher_spec = build_model(recipe.teacher, data, "teacher",
+                                                              recipe.teacher_training().seed)
+                self._check_output_shape(self.teacher, "teacher")
+            self.student, self.student_spec = build_model(recipe.student, data, "student", recipe.train.seed)
+            self._check_output_shape(self.student, "student")
+            self.scratch = copied(self.student)
+            self.distiller = Distiller(
+                self.student, recipe.task, recipe.weights,
+                {name: recipe.loss_settings(name) for name in recipe.losses},
+                teacher=self.teacher, features=recipe.features, probe=self.probe, offline=self.store is not None,
+                seed=recipe.train.seed,
+            )
+
+    def environment(self) -> dict:
+        """Versions and device for the report."""
+        return {"jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__,
+                "device": str(self.device)}
+
+    def _check_output_shape(self, model: nnx.Module, field: str) -> None:
+        """Eager forward on a few rows (nothing traced yet): the output width must be the data's."""
+        try:
+            shape = tuple(eval_view(model)(self.probe).shape[1:])
+        except Exception as error:  # the user's model rejected the data: say which and why
+            raise KdistillError(f"{field}: forward pass on inputs {tuple(self.probe.shape[1:])} failed: {error}") from None
+        expected = (self.data.output_dim,)
+        if shape != expected:
+            raise KdistillError(
+                f"{field}: outputs {shape} per sample, but {self.data.name} ({self.data.task}) needs {expected}"
+            )
+
+    def execute(self, out: Path, resume: bool) -> list[ModelResult]:
+        with jax.default_device(self.device):
+            checkpoints = out / "checkpoints"
+            checkpoints.mkdir(parents=True, exist_ok=True)
+            measured: dict[str, tuple[nnx.Module, Path, object]] = {}
+            if self.teacher is not None:
+                measured["teacher"] = (self.teacher, *self._prepare_teacher(out, checkpoints, resume))
+            history = fit("distilled", self.distiller, self.data, self.recipe.train, checkpoints / "distilled",
+                          resume, None if self.store is None else self.store.fetch)
+            measured["distilled"] = (self.student, save_model(self.student, self.student_spec, out / "student"), history)
+            if self.recipe.compare.scratch:
+                twin = Distiller(self.scratch, self.recipe.task, {"task": 1.0})
+                history = fit("scratch", twin, self.data, self.recipe.train, checkpoints / "scratch", resume)
+                measured["scratch"] = (self.scratch, save_model(self.scratch, self.student_spec, checkpoints / "scratch"),
+                                       history)
+            return self._measure(measured)
+
+    def _prepare_teacher(self, out: Path, checkpoints: Path, resume: bool) -> tuple[Path, object]:
+        """Train the teacher (on resume, a finished teacher's checkpoint restores its parameters and
+        history without training) unless ``teacher.path`` gave trained weights."""
+        if self.recipe.teacher.path is not None:
+            return Path(self.recipe.teacher.path), None
+        trainee = Distiller(self.teacher, self.recipe.task, {"task": 1.0})
+        history = fit("teacher", trainee, self.data, self.recipe.teacher_training(), checkpoints / "teacher", resume)
+        return save_model(self.teacher, self.teacher_spec, out / "teacher"), history
+
+    def _measure(self, measured: dict[str, tuple[nnx.Module, Path, object]]) -> list[ModelResult]:
+        """Test metrics, size, agreement with the teacher, and latency taken side by side. A store
+        teacher is measured by its stored test outputs (no model: no size or latency)."""
+        x_test = jnp.asarray(self.data.test.x)
+        models = {role: model for role, (model, _, _) in measured.items()}
+        latencies = measure_latencies(timed_forwards(models, x_test), BATCH_SIZES, self.recipe.compare.latency_repeats)
+        outputs = {role: predict(model, x_test, self.recipe.train.eval_batch_size) for role, model in models.items()}
+        results = []
+        if self.store is not None:
+            outputs["teacher"], results = stored_teacher_results(self.store, self.data)
+        return results + [
+            measured_result(role, self.data, outputs[role], None if role == "teacher" else outputs["teacher"],
+                            count_parameters(model), weights_file.stat().st_size, latencies[role], history)
+            for role, (model, weights_file, history) in measured.items()
+        ]
