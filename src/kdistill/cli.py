@@ -22,6 +22,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="output directory (default: runs/NAME-TIMESTAMP)")
     run.add_argument("--resume", action="store_true", help="continue an interrupted run in --out from its checkpoints")
     run.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
+    run.add_argument("--nproc", type=int, default=None, metavar="N",
+                     help="data-parallel on N processes of this machine (torchrun; backend torch)")
     cache = verbs.add_parser("cache", help="write a trained teacher's outputs to a soft-target store")
     cache.add_argument("recipe", nargs="?", help="recipe whose data and teacher (teacher.path) to cache")
     cache.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -59,13 +61,40 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.verb == "cache":
             return _cache(recipe, args)
+        if args.nproc is not None:
+            return _launch(recipe, args)
         from kdistill.run import run
 
         directory, report = run(recipe, args.out, args.resume, args.overwrite)
     except KdistillError as error:
         print(f"kdistill: error: {error}", file=sys.stderr)
         return 2
-    print(f"{report['verdict']['text']}\nreport: {directory / 'report.md'}")
+    if report:  # only rank 0 of a data-parallel job has one
+        print(f"{report['verdict']['text']}\nreport: {directory / 'report.md'}")
+    return 0
+
+
+def _launch(recipe: Recipe, args: argparse.Namespace) -> int:
+    """``kdistill run --nproc N``: resolve the output directory once, then run the same command in
+    N torchrun processes; a failed process ends the job with a clear error."""
+    if recipe.backend != "torch":
+        raise KdistillError(f"--nproc: data-parallel runs are for backend 'torch' in this version, not {recipe.backend!r}")
+    from kdistill.data import load_task_data
+    from kdistill.run import output_dir
+    from kdistill.torch.distributed import check_last_batch, launch
+
+    directory = output_dir(recipe, args.out, args.resume, args.overwrite)
+    train_samples = len(load_task_data(recipe.data, recipe.task).train)
+    for config in (recipe.train, recipe.teacher_training()):
+        check_last_batch(train_samples, config.batch_size, args.nproc)
+    argv = ["run", *([args.recipe] if args.recipe else []), "--out", str(directory),
+            *(["--resume"] if args.resume else []), *(["--overwrite"] if args.overwrite else []),
+            *[arg for assignment in args.overrides for arg in ("--set", assignment)]]
+    code = launch(args.nproc, argv)
+    if code != 0:
+        raise KdistillError(f"--nproc {args.nproc}: a process of the job failed (exit code {code}; its error is "
+                            f"above) and torchrun stopped the others; {directory / 'checkpoints'} keeps the last "
+                            f"finished epoch: resume with the same command plus --out {directory} --resume")
     return 0
 
 

@@ -16,6 +16,7 @@ import yaml
 
 from kdistill.data import load_task_data
 from kdistill.errors import KdistillError
+from kdistill.ranks import is_main_process
 from kdistill.recipe import Recipe
 from kdistill.report.write import write_report
 
@@ -89,18 +90,24 @@ def run(recipe: Recipe, out: str | Path | None = None, resume: bool = False, ove
     pipeline = _pipeline(recipe, data)  # builds and checks models: may fail, writes nothing
     _check_same_recipe(directory, recipe, resume)
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "recipe.yaml").write_text(recipe.to_yaml())
     marker = directory / MARKER
-    marker.write_text("kdistill run in progress (or interrupted); report.json is written last\n")
-    for stale in ("report.json", "report.md"):
-        (directory / stale).unlink(missing_ok=True)
+    main = is_main_process()  # in a data-parallel job, rank 0 alone writes
+    if main:
+        (directory / "recipe.yaml").write_text(recipe.to_yaml())
+        marker.write_text("kdistill run in progress (or interrupted); report.json is written last\n")
+        for stale in ("report.json", "report.md"):
+            (directory / stale).unlink(missing_ok=True)
     try:
         results = pipeline.execute(directory, resume)
+        if not main:
+            return directory, {}
         data_info = {"name": data.name, "fingerprint": data.fingerprint(), "train": len(data.train),
                      "val": len(data.val), "test": len(data.test),
                      "transfer": 0 if data.transfer is None else len(data.transfer)}
         report = write_report(directory, recipe, _environment(recipe, pipeline), data_info, results)
     except BaseException as error:
+        if not main:
+            raise
         marker.write_text(f"kdistill run failed: {type(error).__name__}: {error}\nresume with: kdistill run RECIPE --out {directory} --resume\n")
         raise
     marker.unlink()

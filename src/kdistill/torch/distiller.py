@@ -97,8 +97,11 @@ class Distiller(nn.Module):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [*self.student.parameters(), *self.adapters.parameters()]
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor,
-                teacher_out: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(self, x: torch.Tensor, y: torch.Tensor, teacher_out: torch.Tensor | None = None,
+                share: Mapping[str, float] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(total, parts). Under data parallelism ``share`` scales each part in the total by this
+        process's share of the rows it averages: ``labeled`` for task and dkd, ``all`` for the rest
+        (see :mod:`kdistill.torch.distributed`)."""
         student_out = self.student(x)
         labeled = len(y)
         parts: dict[str, torch.Tensor] = {}
@@ -111,8 +114,16 @@ class Distiller(nn.Module):
                     teacher_out = self.teacher(x)
             for name, settings in self.losses.items():
                 parts[name] = self._distillation_loss(name, settings, student_out, teacher_out, labeled_out, y)
-        total = sum(self.weights[name] * value for name, value in parts.items())
+        if share is None:
+            total = sum(self.weights[name] * value for name, value in parts.items())
+        else:
+            total = sum(self.weights[name] * value * share["labeled" if self._labeled_only(name) else "all"]
+                        for name, value in parts.items())
         return total, parts
+
+    @staticmethod
+    def _labeled_only(name: str) -> bool:
+        return name == "task" or CATALOGUE[name].needs_labels
 
     def _distillation_loss(self, name: str, settings: dict[str, float], student_out: torch.Tensor,
                            teacher_out: torch.Tensor, labeled_out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,7 @@ from kdistill.recipe import Recipe
 from kdistill.report.latency import BATCH_SIZES, measure_latencies
 from kdistill.report.results import ModelResult, measured_result, stored_teacher_results
 from kdistill.store.for_run import open_store_for
+from kdistill.torch import distributed
 from kdistill.torch.distiller import Distiller
 from kdistill.torch.models import build_model, count_parameters, save_model
 from kdistill.torch.trainer import fit, predict, tensors
@@ -52,7 +53,7 @@ class TorchPipeline:
 
     def __init__(self, recipe: Recipe, data: TaskData):
         self.recipe, self.data = recipe, data
-        self.device = choose_device(recipe.train.device)
+        self.device = distributed.local_device(choose_device(recipe.train.device))
         self.store = None if recipe.teacher.store is None else open_store_for(recipe, data)
         self.teacher = None
         if self.store is None:
@@ -92,6 +93,16 @@ class TorchPipeline:
             )
 
     def execute(self, out: Path, resume: bool) -> list[ModelResult]:
+        """Train teacher (unless given), distilled student and scratch twin; measure them. Under
+        torchrun every rank trains its share and rank 0 alone saves, measures and returns results."""
+        try:
+            distributed.setup(self.device)
+            return self._execute(out, resume)
+        finally:
+            distributed.teardown()
+
+    def _execute(self, out: Path, resume: bool) -> list[ModelResult]:
+        main = distributed.is_main_process()
         checkpoints = out / "checkpoints"
         checkpoints.mkdir(parents=True, exist_ok=True)
         measured: dict[str, tuple[nn.Module, Path, object]] = {}
@@ -101,14 +112,16 @@ class TorchPipeline:
         history = fit("distilled", self.distiller, self.data, self.recipe.train, self.device,
                       checkpoints / "distilled.pt", resume, None if self.store is None else self.store.fetch,
                       augment, None if self.store is None else self.store.manifest.views)
-        measured["distilled"] = (self.student, save_model(self.student, self.student_spec, out / "student"), history)
+        measured["distilled"] = (self.student, save_model(self.student, self.student_spec, out / "student") if main else None,
+                                 history)
         if self.recipe.compare.scratch:
             scratch = self.scratch.to(self.device)
             twin = Distiller(scratch, self.recipe.task, {"task": 1.0})
             history = fit("scratch", twin, self.data, self.recipe.train, self.device, checkpoints / "scratch.pt", resume,
                           augment=augment)
-            measured["scratch"] = (scratch, save_model(scratch, self.student_spec, checkpoints / "scratch"), history)
-        return self._measure(measured)
+            measured["scratch"] = (scratch, save_model(scratch, self.student_spec, checkpoints / "scratch") if main else None,
+                                   history)
+        return self._measure(measured) if main else []
 
     def _prepare_teacher(self, out: Path, checkpoints: Path, resume: bool) -> tuple[Path, object]:
         """Train the teacher (on resume, a finished teacher's checkpoint restores its weights and
@@ -121,7 +134,8 @@ class TorchPipeline:
             self.teacher.requires_grad_(True)
             history = fit("teacher", trainee, self.data, self.recipe.teacher_training(), self.device,
                           checkpoints / "teacher.pt", resume, augment=self.recipe.data.augment)
-            save_model(self.teacher, self.teacher_spec, out / "teacher")
+            if distributed.is_main_process():
+                save_model(self.teacher, self.teacher_spec, out / "teacher")
         self.teacher.requires_grad_(False).eval()
         return teacher_file, history
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from kdistill.data.augment import augment as augment_views
 from kdistill.data.augment import view_ids
@@ -25,6 +26,7 @@ from kdistill.errors import KdistillError
 from kdistill.progress import epoch_progress
 from kdistill.recipe import AugmentConfig, TrainConfig
 from kdistill.report.metrics import PRIMARY, task_metrics
+from kdistill.torch import distributed
 from kdistill.torch.distiller import Distiller
 from kdistill.training import CHECK_EVERY, History, check_finite
 
@@ -102,7 +104,12 @@ def fit(role: str, distiller: Distiller, data: TaskData, config: TrainConfig, de
         schedule.load_state_dict(state["schedule"])
         history, start_epoch = state["history"], state["epoch"] + 1
 
-    with epoch_progress(role, config.epochs, steps, enabled=config.progress) as progress:
+    ranks = distributed.setup(device)
+    if ranks is not None:
+        distributed.check_last_batch(len(x_train), config.batch_size, ranks.world_size)
+    model = distiller if ranks is None else DistributedDataParallel(distiller)
+    main = distributed.is_main_process()
+    with epoch_progress(role, config.epochs, steps, enabled=config.progress and main) as progress:
         progress.skip(start_epoch)
         for epoch in range(start_epoch, config.epochs):
             started = time.perf_counter()
@@ -112,27 +119,44 @@ def fit(role: str, distiller: Distiller, data: TaskData, config: TrainConfig, de
             transfer_order = (torch.randperm(len(x_transfer), generator=generator).to(device)
                               if x_transfer is not None else None)
             distiller.student.train()
+            batch_ids = transfer_ids = None
             if teacher_outputs is not None or augment is not None:  # sample ids in batch order
                 batch_ids = data.train.ids[order.cpu().numpy()]
                 transfer_ids = None if transfer_order is None else data.transfer.ids[transfer_order.cpu().numpy()]
             recorded: list[torch.Tensor] = []  # per step: [total, *parts], one stacked op
             for step in range(steps):
-                index = order[step * config.batch_size:(step + 1) * config.batch_size]
-                x, y = x_train[index], y_train[index]
+                batch = slice(step * config.batch_size, (step + 1) * config.batch_size)
+                index, ids = order[batch], None if batch_ids is None else batch_ids[batch]
+                transfer_index = transfer_batch_ids = None
                 if transfer_order is not None:
                     t_start = (step * config.batch_size) % len(x_transfer)
-                    x = torch.cat([x, x_transfer[transfer_order[t_start:t_start + config.batch_size]]])
+                    t_batch = slice(t_start, t_start + config.batch_size)
+                    transfer_index = transfer_order[t_batch]
+                    transfer_batch_ids = None if transfer_ids is None else transfer_ids[t_batch]
+                share = None
+                if ranks is not None:  # this rank's contiguous share of the global batch
+                    labeled, unlabeled = len(index), 0 if transfer_index is None else len(transfer_index)
+                    lo, hi = ranks.bounds(labeled)
+                    index, ids = index[lo:hi], None if ids is None else ids[lo:hi]
+                    if transfer_index is not None:
+                        t_lo, t_hi = ranks.bounds(unlabeled)
+                        transfer_index = transfer_index[t_lo:t_hi]
+                        transfer_batch_ids = None if transfer_batch_ids is None else transfer_batch_ids[t_lo:t_hi]
+                    share = {"labeled": ranks.share(hi - lo, labeled),
+                             "all": ranks.share(hi - lo + (0 if transfer_index is None else len(transfer_index)),
+                                                labeled + unlabeled)}
+                x, y = x_train[index], y_train[index]
+                if transfer_index is not None:
+                    x = torch.cat([x, x_transfer[transfer_index]])
+                    if ids is not None:
+                        ids = np.concatenate([ids, transfer_batch_ids])
                 teacher_out = views = None
-                if teacher_outputs is not None or augment is not None:
-                    ids = batch_ids[step * config.batch_size:(step + 1) * config.batch_size]
-                    if transfer_ids is not None:
-                        ids = np.concatenate([ids, transfer_ids[t_start:t_start + config.batch_size]])
                 if augment is not None:
                     views = view_ids(config.seed, epoch, ids, stored_views)
                     x = torch.from_numpy(augment_views(x.cpu().numpy(), ids, views, augment)).to(device)
                 if teacher_outputs is not None:
                     teacher_out = torch.from_numpy(teacher_outputs(ids, views)).to(device)
-                total, parts = distiller(x, y, teacher_out)
+                total, parts = model(x, y, teacher_out, share)
                 optimizer.zero_grad(set_to_none=True)
                 total.backward()
                 optimizer.step()
@@ -148,7 +172,7 @@ def fit(role: str, distiller: Distiller, data: TaskData, config: TrainConfig, de
             history.loss.append(dict(zip(["total", *parts], means)))
             history.val.append(task_metrics(data.task, predict(distiller.student, x_val, config.eval_batch_size), data.val.y)[history.metric])
             progress.end_epoch(epoch, means[0], **{history.metric: history.val[-1]})
-            if checkpoint is not None:
+            if checkpoint is not None and main:
                 _save_checkpoint(checkpoint, {"distiller": distiller.state_dict(), "optimizer": optimizer.state_dict(),
                                               "schedule": schedule.state_dict(), "history": history, "epoch": epoch})
     return history
