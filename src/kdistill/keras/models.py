@@ -1,0 +1,52 @@
+"""Building, saving and loading Keras models: zoo names, ``pkg.module:factory`` import paths and
+``.keras`` files (Keras's own format: architecture, weights and no pickled code)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import keras
+
+from kdistill.data.splits import TaskData
+from kdistill.errors import KdistillError
+from kdistill.keras.zoo import ZOO
+from kdistill.model_factories import factory_kwargs, resolve_factory
+from kdistill.recipe import ModelConfig
+
+
+def build_model(config: ModelConfig, data: TaskData, field: str) -> keras.Model:
+    """The model a recipe section describes: a saved ``.keras`` file, or a factory called with the
+    recipe's kwargs plus the data facts it asks for by name (``input_shape``, ``output_dim``, ...)."""
+    if config.path is not None:
+        return load_model(config.path, field)
+    factory = resolve_factory(config.model, ZOO, field)
+    kwargs = factory_kwargs(factory, dict(config.kwargs), data)
+    try:
+        model = factory(**kwargs)
+    except TypeError as error:
+        raise KdistillError(f"{field}.kwargs: {config.model} rejected {kwargs}: {error}") from None
+    if not isinstance(model, keras.Model):
+        raise KdistillError(f"{field}.model: {config.model} returned {type(model).__name__}, not a keras.Model")
+    return model
+
+
+def save_model(model: keras.Model, path: Path) -> Path:
+    """Write ``path`` (a ``.keras`` file) atomically; returns it."""
+    tmp = path.with_name(path.stem + ".tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_model(path: str | os.PathLike, field: str = "model") -> keras.Model:
+    """Load a ``.keras`` model file (custom layers must be registered with Keras)."""
+    path = Path(path)
+    if not path.exists():
+        raise KdistillError(f"{field}.path: {str(path)!r} does not exist")
+    if path.suffix != ".keras":
+        raise KdistillError(f"{field}.path: {str(path)!r} is not a .keras file (the Keras backend saves and loads .keras)")
+    try:
+        return keras.models.load_model(path)
+    except (ValueError, TypeError, OSError) as error:
+        raise KdistillError(f"{field}.path: cannot load {str(path)!r}: {error}") from None

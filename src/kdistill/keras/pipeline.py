@@ -1,0 +1,135 @@
+"""The Keras side of ``kdistill run``: build and check the models, train (or load) the teacher,
+distill the student, train the scratch twin (``keras.models.clone_model`` with the distilled
+student's initial weights), and measure all three for the report."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from kdistill.data.splits import TaskData
+from kdistill.errors import KdistillError
+from kdistill.keras.distiller import Distiller
+from kdistill.keras.models import build_model, save_model
+from kdistill.keras.trainer import fit, predict
+from kdistill.recipe import Recipe
+from kdistill.report.latency import BATCH_SIZES, measure_latencies
+from kdistill.report.results import ModelResult, measured_result, stored_teacher_results
+from kdistill.store.for_run import open_store_for
+
+
+def choose_device(name: str) -> str:
+    """The first device Keras sees; ``cuda`` must find a GPU."""
+    devices = keras.distribution.list_devices()
+    if name == "cuda" and not any(device.lower().startswith(("gpu", "cuda")) for device in devices):
+        raise KdistillError(f"train.device: 'cuda' requested but Keras ({keras.backend.backend()}) sees no GPU "
+                            "(use 'auto' or 'cpu')")
+    return devices[0]
+
+
+def timed_forwards(models: dict[str, keras.Model], x: np.ndarray) -> dict[str, Callable[[int], None]]:
+    """Per model, an inference forward on the first ``size`` test rows (repeated if too few) that
+    returns numpy, so it has finished: what :func:`measure_latencies` times."""
+    def forward_of(model: keras.Model) -> Callable[[int], None]:
+        def forward(size: int) -> None:
+            model.predict_on_batch(x[np.arange(size) % len(x)])
+        return forward
+    return {role: forward_of(model) for role, model in models.items()}
+
+
+class KerasPipeline:
+    """Two phases: ``__init__`` builds everything and checks it (no files written, nothing
+    trained); ``execute`` trains and measures, writing only inside the output directory."""
+
+    def __init__(self, recipe: Recipe, data: TaskData):
+        self.recipe, self.data = recipe, data
+        self.device = choose_device(recipe.train.device)
+        self.store = None if recipe.teacher.store is None else open_store_for(recipe, data)
+        self.teacher = None
+        if self.store is None:
+            keras.utils.set_random_seed(recipe.teacher_training().seed)
+            self.teacher = build_model(recipe.teacher, data, "teacher")
+        keras.utils.set_random_seed(recipe.train.seed)
+        self.student = build_model(recipe.student, data, "student")
+        probe = data.train.x[:4]
+        if self.teacher is not None:
+            self._check_output_shape(self.teacher, probe, "teacher")
+        self._check_output_shape(self.student, probe, "student")  # builds a subclassed model's weights
+        self.initial_student = [np.array(weight) for weight in self.student.get_weights()]
+        self.scratch = self._twin(probe)
+        self.distiller = Distiller(
+            self.student, recipe.weights, {name: recipe.loss_settings(name) for name in recipe.losses},
+            teacher=self.teacher, features=recipe.features, task=recipe.task, offline=self.store is not None,
+            probe=probe, name="distilled",
+        )
+
+    def _twin(self, probe: np.ndarray) -> keras.Model:
+        """The scratch twin: ``clone_model`` of the student (a subclassed model, which Keras cannot
+        clone, is built again by its factory) holding the student's initial weights."""
+        if getattr(self.student, "inputs", None) is not None:
+            twin = keras.models.clone_model(self.student)
+        else:
+            twin = build_model(self.recipe.student, self.data, "student")
+            twin(probe)
+        twin.set_weights(self.initial_student)
+        return twin
+
+    def environment(self) -> dict:
+        """Versions and device for the report."""
+        return {"keras": keras.__version__, "keras_backend": keras.backend.backend(), "device": self.device}
+
+    def _check_output_shape(self, model: keras.Model, probe: np.ndarray, field: str) -> None:
+        try:
+            shape = tuple(model(probe, training=False).shape[1:])
+        except Exception as error:  # the user's model rejected the data: say which and why
+            raise KdistillError(f"{field}: forward pass on inputs {tuple(probe.shape[1:])} failed: {error}") from None
+        expected = (self.data.output_dim,)
+        if shape != expected:
+            raise KdistillError(
+                f"{field}: outputs {shape} per sample, but {self.data.name} ({self.data.task}) needs {expected}"
+            )
+
+    def execute(self, out: Path, resume: bool) -> list[ModelResult]:
+        checkpoints = out / "checkpoints"
+        checkpoints.mkdir(parents=True, exist_ok=True)
+        measured: dict[str, tuple[keras.Model, Path, object]] = {}
+        if self.teacher is not None:
+            measured["teacher"] = (self.teacher, *self._prepare_teacher(out, checkpoints, resume))
+        history = fit("distilled", self.distiller, self.data, self.recipe.train, checkpoints / "distilled.npz",
+                      resume, None if self.store is None else self.store.fetch)
+        measured["distilled"] = (self.student, save_model(self.student, out / "student.keras"), history)
+        if self.recipe.compare.scratch:
+            twin = Distiller(self.scratch, {"task": 1.0}, task=self.recipe.task, name="scratch")
+            history = fit("scratch", twin, self.data, self.recipe.train, checkpoints / "scratch.npz", resume)
+            measured["scratch"] = (self.scratch, save_model(self.scratch, checkpoints / "scratch.keras"), history)
+        return self._measure(measured)
+
+    def _prepare_teacher(self, out: Path, checkpoints: Path, resume: bool) -> tuple[Path, object]:
+        """Train the teacher (on resume, a finished teacher's checkpoint restores its weights and
+        history without training) unless ``teacher.path`` gave a trained model; then freeze it."""
+        if self.recipe.teacher.path is not None:
+            return Path(self.recipe.teacher.path), None
+        self.teacher.trainable = True
+        trainee = Distiller(self.teacher, {"task": 1.0}, task=self.recipe.task, name="teacher")
+        history = fit("teacher", trainee, self.data, self.recipe.teacher_training(), checkpoints / "teacher.npz", resume)
+        self.teacher.trainable = False
+        return save_model(self.teacher, out / "teacher.keras"), history
+
+    def _measure(self, measured: dict[str, tuple[keras.Model, Path, object]]) -> list[ModelResult]:
+        """Test metrics, size, agreement with the teacher, and latency taken side by side. A store
+        teacher is measured by its stored test outputs (no model: no size or latency)."""
+        x_test = self.data.test.x
+        models = {role: model for role, (model, _, _) in measured.items()}
+        latencies = measure_latencies(timed_forwards(models, x_test), BATCH_SIZES, self.recipe.compare.latency_repeats)
+        outputs = {role: predict(model, x_test, self.recipe.train.eval_batch_size) for role, model in models.items()}
+        results = []
+        if self.store is not None:
+            outputs["teacher"], results = stored_teacher_results(self.store, self.data)
+        return results + [
+            measured_result(role, self.data, outputs[role], None if role == "teacher" else outputs["teacher"],
+                            model.count_params(), weights_file.stat().st_size, latencies[role], history)
+            for role, (model, weights_file, history) in measured.items()
+        ]
