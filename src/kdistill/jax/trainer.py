@@ -33,7 +33,7 @@ from kdistill.jax.distiller import Distiller, eval_view, train_view
 from kdistill.progress import epoch_progress
 from kdistill.recipe import TrainConfig
 from kdistill.report.metrics import PRIMARY, task_metrics
-from kdistill.training import CHECK_EVERY, History, check_finite, epoch_plan
+from kdistill.training import CHECK_EVERY, EpochPlan, History, check_finite, epoch_plan
 
 
 @partial(jax.jit, static_argnums=0)
@@ -130,6 +130,18 @@ class Checkpoint:
         return epoch, jax.tree.unflatten(treedef, leaves), History(**restored.history)
 
 
+def _stored_outputs(plan: EpochPlan, data: TaskData, fetch: Callable[[np.ndarray], np.ndarray],
+                    first: int, last: int) -> list[np.ndarray]:
+    """The stored teacher outputs of steps ``first`` to ``last`` − 1, read in one ``fetch`` (a
+    store read per step would cost more than a small student's step)."""
+    batches = []
+    for step in range(first, last):
+        rows, transfer_rows = plan.batch(step)
+        batches.append(data.train.ids[rows] if transfer_rows is None
+                       else np.concatenate([data.train.ids[rows], data.transfer.ids[transfer_rows]]))
+    return np.split(fetch(np.concatenate(batches)), np.cumsum([len(ids) for ids in batches])[:-1])
+
+
 def fit(role: str, distiller: Distiller, data: TaskData, config: TrainConfig, checkpoint: Path | None = None,
         resume: bool = False, teacher_outputs: Callable[[np.ndarray], np.ndarray] | None = None) -> History:
     """Train ``distiller``'s student (and adapters) for ``config.epochs``; returns the history and
@@ -165,11 +177,9 @@ def fit(role: str, distiller: Distiller, data: TaskData, config: TrainConfig, ch
             recorded: list[jax.Array] = []  # per step: [total, *parts]
             for step in range(plan.steps):
                 rows, transfer_rows = plan.batch(step)
-                teacher_out = None
-                if offline:
-                    ids = data.train.ids[rows] if transfer_rows is None else np.concatenate(
-                        [data.train.ids[rows], data.transfer.ids[transfer_rows]])
-                    teacher_out = jnp.asarray(teacher_outputs(ids))
+                if offline and step % CHECK_EVERY == 0:
+                    stored = _stored_outputs(plan, data, teacher_outputs, step, min(step + CHECK_EVERY, plan.steps))
+                teacher_out = stored[step % CHECK_EVERY] if offline else None
                 state["params"], state["rest"], state["opt"], losses = train_step(
                     state["params"], state["rest"], state["opt"], teacher_state, device_data,
                     jnp.asarray(rows), None if transfer_rows is None else jnp.asarray(transfer_rows), teacher_out)
