@@ -8,7 +8,8 @@ from conftest import by_role, read_report, requires_torch, set_args
 from kdistill.recipe import builtin_recipes, load_recipe
 from kdistill.report.metrics import PRIMARY
 
-SHIPPED = ("digits_mlp", "breast_cancer_binary", "fashion_mnist_mlp", "fashion_mnist_cnn", "ranking")
+SHIPPED = ("digits_mlp", "breast_cancer_binary", "fashion_mnist_mlp", "fashion_mnist_cnn", "ranking",
+           "binary_keras", "fashion_mnist_lab_keras")
 
 
 def test_the_shipped_recipes_are_all_there():
