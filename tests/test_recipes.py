@@ -9,7 +9,7 @@ from kdistill.recipe import builtin_recipes, load_recipe
 from kdistill.report.metrics import PRIMARY
 
 SHIPPED = ("digits_mlp", "breast_cancer_binary", "fashion_mnist_mlp", "fashion_mnist_cnn", "ranking",
-           "binary_keras", "fashion_mnist_lab_keras")
+           "binary_keras", "fashion_mnist_lab_keras", "ranking_jax")
 
 
 def test_the_shipped_recipes_are_all_there():
