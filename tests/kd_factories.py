@@ -53,23 +53,24 @@ class SlowTeacher(nn.Module):
 
 
 class CrashOnRank(nn.Module):
-    """An MLP whose process raises in its ``steps + 1``-th training forward pass when the
-    environment names its rank in ``KDISTILL_TEST_CRASH_RANK``: one failing rank of a job."""
+    """An MLP whose process raises in its ``steps + 1``-th training forward pass (any forward
+    pass with ``count_eval``) when the environment names its rank in ``KDISTILL_TEST_CRASH_RANK``:
+    one failing rank of a job."""
 
-    def __init__(self, input_shape: Sequence[int], output_dim: int, steps: int):
+    def __init__(self, input_shape: Sequence[int], output_dim: int, steps: int, count_eval: bool = False):
         super().__init__()
         self.net = mlp(input_shape, output_dim, hidden=(32,))
-        self.steps, self.calls = steps, 0
+        self.steps, self.calls, self.count_eval = steps, 0, count_eval
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         import os
 
-        if self.training:
+        if self.training or self.count_eval:
             self.calls += 1
             if self.calls > self.steps and os.environ.get("KDISTILL_TEST_CRASH_RANK") == os.environ.get("RANK", "0"):
                 raise RuntimeError(f"rank {os.environ.get('RANK')} fails on purpose at training step {self.calls}")
         return self.net(x)
 
 
-def crash_on_rank(input_shape: Sequence[int], output_dim: int, steps: int) -> nn.Module:
-    return CrashOnRank(input_shape, output_dim, steps)
+def crash_on_rank(input_shape: Sequence[int], output_dim: int, steps: int, count_eval: bool = False) -> nn.Module:
+    return CrashOnRank(input_shape, output_dim, steps, count_eval)

@@ -9,6 +9,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from conftest import TESTS, read_report, requires_torch, set_args
+from kdistill.data import load_task_data
 
 pytestmark = requires_torch
 
@@ -51,3 +52,34 @@ def test_a_last_batch_smaller_than_the_process_count_is_refused_before_launch(tm
 def test_other_backends_are_refused_by_nproc(tmp_path, kdistill, backend):
     code, _, err = kdistill("run", "--nproc", 2, "--out", tmp_path / "run", *set_args(f"backend={backend}"))
     assert code == 2 and f"--nproc: data-parallel runs are for backend 'torch' in this version, not '{backend}'" in err
+
+
+def test_cache_on_two_processes_survives_a_crash_and_equals_one_process_byte_for_byte(tmp_path, kdistill,
+                                                                                        monkeypatch):
+    """Each rank writes its own shards; a rank that dies part-way is finished by running the cache
+    again; the joined store has the bytes (manifest included) of a one-process cache."""
+    import torch
+
+    from kdistill.recipe import load_recipe
+    from kdistill.torch.models import build_model, save_model
+
+    monkeypatch.setenv("PYTHONPATH", str(TESTS))
+    recipe = load_recipe(None, ["teacher.model=kd_factories:crash_on_rank", "teacher.kwargs={steps: 3, count_eval: true}"])
+    torch.manual_seed(0)
+    data = load_task_data(recipe.data, recipe.task)
+    teacher_file = save_model(build_model(recipe.teacher, data, "teacher")[0].eval(),
+                              build_model(recipe.teacher, data, "teacher")[1], tmp_path / "teacher")
+    cache = ("--shard-size", 200, "--batch-size", 100, "--set", f"teacher.path={teacher_file}")
+    assert kdistill("cache", "--store", tmp_path / "one", *cache)[0] == 0
+
+    monkeypatch.setenv("KDISTILL_TEST_CRASH_RANK", "1")  # rank 1 dies in its 4th batch, after its first shard
+    code, _, err = kdistill("cache", "--nproc", 2, "--store", tmp_path / "two", *cache)
+    assert code == 2 and "a process of the job failed" in err and "finished shards are kept" in err
+    assert not (tmp_path / "two" / "manifest.json").exists()
+    assert list((tmp_path / "two" / "part-001").glob("shard-*.safetensors"))  # its finished shard survived
+
+    monkeypatch.delenv("KDISTILL_TEST_CRASH_RANK")
+    assert kdistill("cache", "--nproc", 2, "--store", tmp_path / "two", *cache)[0] == 0
+    one = {path.name: path.read_bytes() for path in (tmp_path / "one").iterdir()}
+    two = {path.name: path.read_bytes() for path in (tmp_path / "two").iterdir()}
+    assert one == two and len(one) == 1 + 9  # manifest + ceil(1797 / 200) shards; the parts are gone

@@ -22,8 +22,6 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="output directory (default: runs/NAME-TIMESTAMP)")
     run.add_argument("--resume", action="store_true", help="continue an interrupted run in --out from its checkpoints")
     run.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
-    run.add_argument("--nproc", type=int, default=None, metavar="N",
-                     help="data-parallel on N processes of this machine (torchrun; backend torch)")
     cache = verbs.add_parser("cache", help="write a trained teacher's outputs to a soft-target store")
     cache.add_argument("recipe", nargs="?", help="recipe whose data and teacher (teacher.path) to cache")
     cache.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -45,11 +43,15 @@ def _parser() -> argparse.ArgumentParser:
                        "covers one of the generalist's top-n classes")
     cache.add_argument("--weights", type=float, nargs="+", help="ensemble member weights (default: equal)")
     cache.add_argument("--temperature", type=float, default=1.0, help="T of mean_probs: train the student at this T")
+    for verb in (run, cache):
+        verb.add_argument("--nproc", type=int, default=None, metavar="N",
+                          help="data-parallel on N processes of this machine (torchrun; backend torch)")
     verbs.add_parser("recipes", help="list the built-in recipes")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else [str(arg) for arg in argv]
     args = _parser().parse_args(argv)
     try:
         if args.verb == "recipes":
@@ -59,10 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.verb == "validate":
             print(recipe.to_yaml(), end="")
             return 0
+        if getattr(args, "nproc", None) is not None:
+            return _launch(recipe, args, argv)
         if args.verb == "cache":
             return _cache(recipe, args)
-        if args.nproc is not None:
-            return _launch(recipe, args)
         from kdistill.run import run
 
         directory, report = run(recipe, args.out, args.resume, args.overwrite)
@@ -74,27 +76,46 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _launch(recipe: Recipe, args: argparse.Namespace) -> int:
-    """``kdistill run --nproc N``: resolve the output directory once, then run the same command in
-    N torchrun processes; a failed process ends the job with a clear error."""
+def _without(argv: list[str], flag: str) -> list[str]:
+    """``argv`` less ``flag VALUE`` and ``flag=VALUE``."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == flag:
+            skip = True
+        elif not arg.startswith(flag + "="):
+            kept.append(arg)
+    return kept
+
+
+def _launch(recipe: Recipe, args: argparse.Namespace, argv: list[str]) -> int:
+    """``--nproc N``: the same command in N torchrun processes of this machine (``run`` with its
+    output directory resolved once); a failed process ends the job with a clear error."""
     if recipe.backend != "torch":
         raise KdistillError(f"--nproc: data-parallel runs are for backend 'torch' in this version, not {recipe.backend!r}")
     from kdistill.data import load_task_data
-    from kdistill.run import output_dir
     from kdistill.torch.distributed import check_last_batch, launch
 
-    directory = output_dir(recipe, args.out, args.resume, args.overwrite)
-    train_samples = len(load_task_data(recipe.data, recipe.task).train)
-    for config in (recipe.train, recipe.teacher_training()):
-        check_last_batch(train_samples, config.batch_size, args.nproc)
-    argv = ["run", *([args.recipe] if args.recipe else []), "--out", str(directory),
-            *(["--resume"] if args.resume else []), *(["--overwrite"] if args.overwrite else []),
-            *[arg for assignment in args.overrides for arg in ("--set", assignment)]]
+    if args.verb == "cache" and (args.ensemble or args.from_predictions):
+        raise KdistillError("--nproc: parallel caching runs a teacher (teacher.path), not --ensemble or --from-predictions")
+    argv = _without(argv, "--nproc")
+    if args.verb == "run":
+        from kdistill.run import output_dir
+
+        directory = output_dir(recipe, args.out, args.resume, args.overwrite)
+        train_samples = len(load_task_data(recipe.data, recipe.task).train)
+        for config in (recipe.train, recipe.teacher_training()):
+            check_last_batch(train_samples, config.batch_size, args.nproc)
+        argv = [*_without(argv, "--out"), "--out", str(directory)]
+        again = f"the same command plus --out {directory} --resume"
+    else:
+        directory, again = Path(args.store), "the same command: finished shards are kept"
     code = launch(args.nproc, argv)
     if code != 0:
         raise KdistillError(f"--nproc {args.nproc}: a process of the job failed (exit code {code}; its error is "
-                            f"above) and torchrun stopped the others; {directory / 'checkpoints'} keeps the last "
-                            f"finished epoch: resume with the same command plus --out {directory} --resume")
+                            f"above) and torchrun stopped the others; {directory} keeps what was finished: "
+                            f"resume with {again}")
     return 0
 
 

@@ -44,7 +44,7 @@ def _fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that ``path`` is either absent/old or complete, never partial."""
     temp = path.with_name(path.name + ".tmp")
     with temp.open("wb") as handle:
@@ -63,6 +63,37 @@ def _json_value(teacher: dict[str, Any]) -> dict[str, Any]:
         raise KdistillError(f"StoreWriter: teacher must be a JSON-serialisable dict ({error})") from None
 
 
+def new_manifest(ids: np.ndarray, *, num_classes: int, teacher: dict[str, Any], dataset_fingerprint: str,
+                 dtype: str = "float32", k: int | None = None, views: int | None = None,
+                 augment: dict[str, Any] | None = None, shard_size: int) -> Manifest:
+    """The manifest (no shards yet) of a store of ``ids`` (unique, in store order) with these settings."""
+    ids = np.asarray(ids)
+    if ids.ndim != 1 or not len(ids) or not np.issubdtype(ids.dtype, np.integer):
+        raise KdistillError(
+            f"StoreWriter: ids must be a non-empty 1-D integer array, got dtype {ids.dtype} shape {ids.shape}"
+        )
+    unique, counts = np.unique(ids, return_counts=True)
+    if len(unique) != len(ids):
+        repeated = ", ".join(str(i) for i in unique[counts > 1][:5])
+        raise KdistillError(f"StoreWriter: ids must be unique; repeated ids include {repeated}")
+    return parse_manifest(
+        {
+            "kdistill_version": __version__,
+            "teacher": _json_value(teacher),
+            "dataset_fingerprint": dataset_fingerprint,
+            "num_classes": num_classes,
+            "dtype": dtype,
+            "k": k,
+            "views": views,
+            "augment": augment,
+            "shard_size": shard_size,
+            "total": len(ids),
+            "ids_sha256": ids_sha256(ids.astype(np.int64)),
+        },
+        "StoreWriter",
+    )
+
+
 class StoreWriter:
     """Write a teacher's logits for ``ids`` (all expected sample ids, in order) into a store at ``path``.
 
@@ -72,48 +103,12 @@ class StoreWriter:
     is replaced only with ``overwrite=True``.
     """
 
-    def __init__(
-        self,
-        path: str | Path,
-        *,
-        ids: np.ndarray,
-        num_classes: int,
-        teacher: dict[str, Any],
-        dataset_fingerprint: str,
-        dtype: str = "float32",
-        k: int | None = None,
-        views: int | None = None,
-        augment: dict[str, Any] | None = None,
-        shard_size: int,
-        overwrite: bool = False,
-    ) -> None:
+    def __init__(self, path: str | Path, *, ids: np.ndarray, overwrite: bool = False, **settings: Any) -> None:
+        """``settings``: those of :func:`new_manifest` (teacher, dataset_fingerprint, num_classes,
+        dtype, k, views, augment, shard_size)."""
         self.path = Path(path)
-        ids = np.asarray(ids)
-        if ids.ndim != 1 or not len(ids) or not np.issubdtype(ids.dtype, np.integer):
-            raise KdistillError(
-                f"StoreWriter: ids must be a non-empty 1-D integer array, got dtype {ids.dtype} shape {ids.shape}"
-            )
-        unique, counts = np.unique(ids, return_counts=True)
-        if len(unique) != len(ids):
-            repeated = ", ".join(str(i) for i in unique[counts > 1][:5])
-            raise KdistillError(f"StoreWriter: ids must be unique; repeated ids include {repeated}")
-        self._ids = ids.astype(np.int64)
-        requested = parse_manifest(
-            {
-                "kdistill_version": __version__,
-                "teacher": _json_value(teacher),
-                "dataset_fingerprint": dataset_fingerprint,
-                "num_classes": num_classes,
-                "dtype": dtype,
-                "k": k,
-                "views": views,
-                "augment": augment,
-                "shard_size": shard_size,
-                "total": len(ids),
-                "ids_sha256": ids_sha256(self._ids),
-            },
-            "StoreWriter",
-        )
+        requested = new_manifest(ids, **settings)
+        self._ids = np.asarray(ids, dtype=np.int64)
         self.path.mkdir(parents=True, exist_ok=True)
         self.manifest = self._start(requested, overwrite)
         self.resume_from = self.manifest.stored
@@ -184,7 +179,7 @@ class StoreWriter:
         if self._pending:
             self._flush(self._buffered)
         self.manifest = self.manifest.model_copy(update={"complete": True})
-        _atomic_write(self.path / MANIFEST, self.manifest.to_json())
+        atomic_write(self.path / MANIFEST, self.manifest.to_json())
         (self.path / PARTIAL_MANIFEST).unlink(missing_ok=True)
         return self.manifest
 
@@ -232,6 +227,6 @@ class StoreWriter:
             first_id=int(shard["ids"][0]),
             last_id=int(shard["ids"][-1]),
         )
-        _atomic_write(self.path / info.file, data)
+        atomic_write(self.path / info.file, data)
         self.manifest = self.manifest.model_copy(update={"shards": [*self.manifest.shards, info]})
-        _atomic_write(self.path / PARTIAL_MANIFEST, self.manifest.to_json())
+        atomic_write(self.path / PARTIAL_MANIFEST, self.manifest.to_json())
