@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import TESTS, by_role, read_report, set_args
 from test_bad_input import assert_refused
 
@@ -23,16 +22,16 @@ pytest.importorskip("tensorflow")
 if keras.backend.backend() != "tensorflow":  # the pipeline tests run on the default Keras backend
     pytest.skip("the Keras pipeline tests run with KERAS_BACKEND=tensorflow", allow_module_level=True)
 
-from kdistill.data import load_task_data  # noqa: E402
-from kdistill.keras import trainer  # noqa: E402
-from kdistill.keras.distiller import Distiller  # noqa: E402
-from kdistill.keras.losses import KD, Hint  # noqa: E402
-from kdistill.keras.pipeline import KerasPipeline  # noqa: E402
-from kdistill.keras.zoo import mlp  # noqa: E402
-from kdistill.losses import reference as R  # noqa: E402
-from kdistill.recipe import FeaturePair, load_recipe  # noqa: E402
-from kdistill.report.metrics import task_metrics  # noqa: E402
-from kdistill.store import StoreWriter  # noqa: E402
+from kdistill.data import load_task_data
+from kdistill.keras import trainer
+from kdistill.keras.distiller import Distiller
+from kdistill.keras.losses import KD, Hint
+from kdistill.keras.pipeline import KerasPipeline
+from kdistill.keras.zoo import mlp
+from kdistill.losses import reference as R
+from kdistill.recipe import FeaturePair, load_recipe
+from kdistill.report.metrics import task_metrics
+from kdistill.store import StoreWriter
 
 KERAS = "backend=keras"
 
@@ -132,6 +131,28 @@ def test_interrupted_run_resumes_to_the_same_student_bit_for_bit(tmp_path, kdist
     resumed, uninterrupted = (keras.models.load_model(d / "student.keras").get_weights() for d in (broken, whole))
     assert same_weights(resumed, uninterrupted)
     assert by_role(read_report(broken))["distilled"]["val_history"] == by_role(read_report(whole))["distilled"]["val_history"]
+
+
+def test_attention_and_conv_hint_on_the_cnn_zoo_model(tmp_path, image_arrays, kdistill):
+    """Channels-last conv features: a 1×1 convolution adapter for hint, none for attention."""
+    cnn = (f"data={{dataset: arrays, path: '{image_arrays}'}}",
+           "teacher={model: cnn, kwargs: {channels: [8, 16], hidden: 32}}",
+           "student={model: cnn, kwargs: {channels: [4, 8], hidden: 16}}",
+           "losses={kd: {}, attention: {}, hint: {}}", "weights={task: 0.2, kd: 0.4, attention: 0.2, hint: 0.2}",
+           "features=[{student: relu2, teacher: relu2, loss: attention}, {student: conv1, teacher: conv1, loss: hint}]")
+    recipe = load_recipe(None, set_args(KERAS, *cnn)[1::2])
+    pipeline = KerasPipeline(recipe, load_task_data(recipe.data, recipe.task))
+    attention_adapter, hint_adapter = pipeline.distiller.adapters
+    assert attention_adapter is None  # attention compares maps directly
+    assert hint_adapter.kernel.shape == (1, 1, 4, 8)  # 1×1 conv: student conv1 (4 channels) → teacher conv1 (8)
+
+    out = tmp_path / "run"
+    code, _, err = kdistill("run", "--out", out, *set_args(KERAS, *cnn))
+    assert code == 0, err
+    assert set(by_role(read_report(out))) == {"teacher", "distilled", "scratch"}
+    losses = json.loads(np.load(out / "checkpoints" / "distilled.npz")["state"].item())["history"]["loss"]
+    assert set(losses[0]) == {"total", "task", "kd", "attention", "hint"}
+    assert all(np.isfinite(value) and value >= 0 for epoch in losses for value in epoch.values())
 
 
 # --- bad input ------------------------------------------------------------------------------------
@@ -234,7 +255,7 @@ def test_kd_and_hint_conformance_on_the_jax_and_torch_keras_backends():
         )
         for backend in backends
     }
-    for backend, run in runs.items():
+    for run in runs.values():
         output = run.communicate(timeout=300)[0]
         assert run.returncode == 0, output[-3000:]
         assert "18 passed" in output, output  # kd: 4 values, 2 gradients, 2 extremes, 1 shape; the same for hint

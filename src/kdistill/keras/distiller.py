@@ -29,10 +29,11 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from kdistill.backend_common import check_objective
 from kdistill.errors import KdistillError
+from kdistill.keras.losses import LOSS_CLASSES, task_loss
 from kdistill.losses import CATALOGUE, FEATURE_LOSSES
 from kdistill.recipe import FeaturePair
-from kdistill.keras.losses import LOSS_CLASSES, task_loss
 
 
 def tap_model(model: keras.Model, names: Sequence[str], fields: Sequence[str]) -> keras.Model:
@@ -93,16 +94,7 @@ class Distiller(keras.Model):
                  probe: np.ndarray | None = None, **kwargs: Any):
         super().__init__(**kwargs)
         losses = dict(losses or {})
-        if losses and teacher is None and not offline:
-            raise KdistillError(f"losses {', '.join(losses)} need a teacher; none was given (offline=True: outputs come per batch)")
-        for name in losses:
-            if name not in LOSS_CLASSES:
-                raise KdistillError(f"losses.{name}: unknown loss; allowed: {', '.join(LOSS_CLASSES)}")
-        for name, weight in weights.items():
-            if name != "task" and name not in losses:
-                raise KdistillError(f"weights.{name}: no loss of that name in losses ({', '.join(losses) or 'none'})")
-            if not weight >= 0:
-                raise KdistillError(f"weights.{name}: {weight} is negative (weights must be >= 0)")
+        check_objective(weights, losses, LOSS_CLASSES, teacher is not None or offline)
         self.student, self.task, self.teacher, self.offline = student, task, teacher, offline
         self.term_weights = {name: float(weight) for name, weight in weights.items() if weight > 0}
         self.terms = {name: LOSS_CLASSES[name](**settings) for name, settings in losses.items()
@@ -112,6 +104,8 @@ class Distiller(keras.Model):
                               for pair in self.pairs]
         if teacher is not None:
             teacher.trainable = False
+        if self.pairs and teacher is None:
+            raise KdistillError("features: feature losses need the teacher model; per-batch teacher outputs hold no features")
         self.student_taps = self.teacher_taps = None
         self.adapters: list[layers.Layer | None] = []
         if self.pairs:

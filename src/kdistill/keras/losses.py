@@ -254,7 +254,7 @@ class CatalogueLoss(DistillationLoss):
         return dict(self.settings)
 
     @classmethod
-    def from_config(cls, config: dict) -> "CatalogueLoss":
+    def from_config(cls, config: dict) -> CatalogueLoss:
         return cls(**config)
 
 

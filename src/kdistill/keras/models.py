@@ -8,10 +8,10 @@ from pathlib import Path
 
 import keras
 
+from kdistill.backend_common import factory_kwargs, resolve_factory
 from kdistill.data.splits import TaskData
 from kdistill.errors import KdistillError
 from kdistill.keras.zoo import ZOO
-from kdistill.model_factories import factory_kwargs, resolve_factory
 from kdistill.recipe import ModelConfig
 
 

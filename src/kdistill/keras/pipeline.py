@@ -10,6 +10,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from kdistill.backend_common import check_output_shape
 from kdistill.data.splits import TaskData
 from kdistill.errors import KdistillError
 from kdistill.keras.distiller import Distiller
@@ -86,11 +87,7 @@ class KerasPipeline:
             shape = tuple(model(probe, training=False).shape[1:])
         except Exception as error:  # the user's model rejected the data: say which and why
             raise KdistillError(f"{field}: forward pass on inputs {tuple(probe.shape[1:])} failed: {error}") from None
-        expected = (self.data.output_dim,)
-        if shape != expected:
-            raise KdistillError(
-                f"{field}: outputs {shape} per sample, but {self.data.name} ({self.data.task}) needs {expected}"
-            )
+        check_output_shape(field, shape, self.data)
 
     def execute(self, out: Path, resume: bool) -> list[ModelResult]:
         checkpoints = out / "checkpoints"

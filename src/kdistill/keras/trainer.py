@@ -35,18 +35,19 @@ def predict(model: keras.Model, x: np.ndarray, batch_size: int) -> np.ndarray:
 
 def make_optimizer(config: TrainConfig, total_steps: int) -> keras.optimizers.Optimizer:
     """The recipe's optimizer with a per-step schedule: constant, cosine to 0 over the run, or ×0.1
-    at 1/2 and 3/4 of it (as the PyTorch backend)."""
+    at 1/2 and 3/4 of it (as the PyTorch backend). Keras decays weights decoupled (as AdamW) for
+    every optimizer, where torch's ``adam`` and ``sgd`` add an L2 term to the gradient."""
     lr: float | keras.optimizers.schedules.LearningRateSchedule = config.lr
     if config.schedule == "cosine":
         lr = keras.optimizers.schedules.CosineDecay(config.lr, decay_steps=max(total_steps, 1))
     elif config.schedule == "step":
         lr = keras.optimizers.schedules.PiecewiseConstantDecay(
             [total_steps // 2, (3 * total_steps) // 4], [config.lr, config.lr * 0.1, config.lr * 0.01])
-    decay = config.weight_decay or None
     if config.optimizer == "sgd":
-        return keras.optimizers.SGD(lr, momentum=config.momentum, weight_decay=decay)
-    optimizer = keras.optimizers.AdamW if config.optimizer == "adamw" else keras.optimizers.Adam
-    return optimizer(lr, weight_decay=config.weight_decay if config.optimizer == "adamw" else decay, epsilon=1e-8)
+        return keras.optimizers.SGD(lr, momentum=config.momentum, weight_decay=config.weight_decay or None)
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(lr, epsilon=1e-8, weight_decay=config.weight_decay or None)
+    return keras.optimizers.AdamW(lr, epsilon=1e-8, weight_decay=config.weight_decay)
 
 
 def batches(data: TaskData, config: TrainConfig, start_epoch: int, transfer: bool,
