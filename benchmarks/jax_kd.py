@@ -6,7 +6,8 @@ Ratios from variants measured side by side (interleaved rounds, medians), on Fas
     initial parameters) under the same frozen teacher, on the same batches (``epoch_plan``), with
     AdamW at a constant lr and the loss 0.1·CE + 0.9·T²·KL(p_t^T ‖ p_s^T). The hand-written loop is
     what a careful user writes: ``nnx.split`` once, one ``jax.jit`` step with donated buffers that
-    gathers the batch on device, the teacher under ``stop_gradient``, ``optax.adamw``; no checks,
+    gathers the batch from device-resident arrays (arguments, not
+    constants baked into the program), the teacher under ``stop_gradient``, ``optax.adamw``; no checks,
     no loss parts, no validation. Target ≤ 1.05.
 (b) kdistill offline-KD epoch ÷ kdistill plain-student epoch: the teacher's logits read from a
     soft-target store per step (``StoreReader.fetch``) against the task loss alone.
@@ -77,7 +78,7 @@ def handwritten_epochs(student: nnx.Module, teacher: nnx.Module, data, config) -
     x_train, y_train = jnp.asarray(data.train.x), jnp.asarray(data.train.y)
 
     @partial(jax.jit, donate_argnums=(0, 1, 2))
-    def step(params, rest, opt_state, teacher_state, rows):
+    def step(params, rest, opt_state, teacher_state, x_train, y_train, rows):
         x, y = x_train[rows], y_train[rows]
         t = jax.lax.stop_gradient(nnx.merge(teacher_graph, teacher_state)(x))
         model = nnx.merge(graphdef, params, rest)
@@ -98,7 +99,8 @@ def handwritten_epochs(student: nnx.Module, teacher: nnx.Module, data, config) -
         started = time.perf_counter()
         plan = epoch_plan(config.seed, epoch, len(data.train), None, config.batch_size)
         for index in range(plan.steps):
-            params, rest, opt_state, value = step(params, rest, opt_state, teacher_state, jnp.asarray(plan.batch(index)[0]))
+            params, rest, opt_state, value = step(params, rest, opt_state, teacher_state, x_train, y_train,
+                                                 jnp.asarray(plan.batch(index)[0]))
         value.block_until_ready()
         seconds.append(time.perf_counter() - started)
     nnx.update(student, params, rest)

@@ -21,10 +21,10 @@ import numpy as np
 from flax import nnx
 from safetensors.numpy import load_file, save_file
 
+from kdistill.backend_common import factory_kwargs, resolve_factory, write_model_files
 from kdistill.data.splits import TaskData
 from kdistill.errors import KdistillError
 from kdistill.jax.zoo import ZOO
-from kdistill.model_factories import factory_kwargs, resolve_factory
 from kdistill.recipe import ModelConfig
 
 FORMAT = "kdistill.jax/1"
@@ -57,14 +57,8 @@ def _named_params(model: nnx.Module) -> dict[str, nnx.Variable]:
 
 def save_model(model: nnx.Module, spec: dict[str, Any], stem: Path) -> Path:
     """Write ``stem.safetensors`` and ``stem.json`` atomically; returns the weights file."""
-    weights, sidecar = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
     arrays = {name: np.ascontiguousarray(jax.device_get(variable[...])) for name, variable in _named_params(model).items()}
-    for path, write in ((weights, lambda tmp: save_file(arrays, tmp, metadata={"format": FORMAT})),
-                        (sidecar, lambda tmp: Path(tmp).write_text(json.dumps(spec, indent=2)))):
-        tmp = path.with_name(path.name + ".tmp")
-        write(str(tmp))
-        os.replace(tmp, path)
-    return weights
+    return write_model_files(stem, lambda tmp: save_file(arrays, tmp, metadata={"format": FORMAT}), spec)
 
 
 def load_model(path: str | os.PathLike, field: str = "model") -> nnx.Module:

@@ -10,15 +10,15 @@ from pathlib import Path
 import flax
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import nnx
 
+from kdistill.backend_common import check_output_shape
 from kdistill.data.splits import TaskData
 from kdistill.errors import KdistillError
 from kdistill.jax.distiller import Distiller, eval_view
 from kdistill.jax.models import build_model, count_parameters, save_model
-from kdistill.jax.trainer import jitted_forward, fit, predict
+from kdistill.jax.trainer import fit, jitted_forward, predict
 from kdistill.recipe import Recipe
 from kdistill.report.latency import BATCH_SIZES, measure_latencies
 from kdistill.report.results import ModelResult, measured_result, stored_teacher_results
@@ -88,11 +88,7 @@ class JaxPipeline:
             shape = tuple(eval_view(model)(self.probe).shape[1:])
         except Exception as error:  # the user's model rejected the data: say which and why
             raise KdistillError(f"{field}: forward pass on inputs {tuple(self.probe.shape[1:])} failed: {error}") from None
-        expected = (self.data.output_dim,)
-        if shape != expected:
-            raise KdistillError(
-                f"{field}: outputs {shape} per sample, but {self.data.name} ({self.data.task}) needs {expected}"
-            )
+        check_output_shape(field, shape, self.data)
 
     def execute(self, out: Path, resume: bool) -> list[ModelResult]:
         with jax.default_device(self.device):

@@ -1,0 +1,75 @@
+"""What every backend shares around its models, framework-free: finding a factory by recipe name
+and calling it with the data facts it asks for, writing a saved model's two files, and the checks
+of a distiller's objective and of a model's output shape (so their errors read the same)."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import os
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from kdistill.data.splits import TaskData
+from kdistill.errors import KdistillError
+
+
+def resolve_factory(name: str, zoo: Mapping[str, Callable], field: str) -> Callable:
+    """A zoo model by name, or a callable named ``pkg.module:factory``."""
+    if name in zoo:
+        return zoo[name]
+    if ":" not in name:
+        raise KdistillError(f"{field}.model: {name!r} is neither a zoo model ({', '.join(zoo)}) nor 'pkg.module:factory'")
+    module_name, attribute = name.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise KdistillError(f"{field}.model: cannot import module {module_name!r}: {error}") from None
+    if not callable(getattr(module, attribute, None)):
+        raise KdistillError(f"{field}.model: module {module_name!r} has no callable {attribute!r}")
+    return getattr(module, attribute)
+
+
+def factory_kwargs(factory: Callable, kwargs: dict[str, Any], data: TaskData, **facts: Any) -> dict[str, Any]:
+    """The factory's keyword arguments: the recipe's, plus the data facts it asks for by name
+    (``input_shape``, ``output_dim``, any ``data.meta`` key such as ``n_users``, and ``facts``)."""
+    known = {"input_shape": list(data.input_shape), "output_dim": data.output_dim, **data.meta, **facts}
+    accepted = inspect.signature(factory).parameters
+    return {**{key: value for key, value in known.items() if key in accepted and key not in kwargs}, **kwargs}
+
+
+def check_objective(weights: Mapping[str, float], losses: Mapping[str, Any], catalogue: Iterable[str],
+                    has_teacher: bool) -> None:
+    """A distiller's losses and named weights: every loss known and given a teacher (or offline
+    outputs), every weight naming ``task`` or a loss, and none negative."""
+    if losses and not has_teacher:
+        raise KdistillError(f"losses {', '.join(losses)} need a teacher; none was given (offline=True: outputs come per batch)")
+    catalogue = list(catalogue)
+    for name in losses:
+        if name not in catalogue:
+            raise KdistillError(f"losses.{name}: unknown loss; allowed: {', '.join(catalogue)}")
+    for name, weight in weights.items():
+        if name != "task" and name not in losses:
+            raise KdistillError(f"weights.{name}: no loss of that name in losses ({', '.join(losses) or 'none'})")
+        if not weight >= 0:
+            raise KdistillError(f"weights.{name}: {weight} is negative (weights must be >= 0)")
+
+
+def check_output_shape(field: str, shape: tuple[int, ...], data: TaskData) -> None:
+    """A model's per-sample output shape must be the data's ``(output_dim,)``."""
+    expected = (data.output_dim,)
+    if tuple(shape) != expected:
+        raise KdistillError(f"{field}: outputs {tuple(shape)} per sample, but {data.name} ({data.task}) needs {expected}")
+
+
+def write_model_files(stem: Path, write_weights: Callable[[str], object], spec: dict[str, Any]) -> Path:
+    """``stem.safetensors`` (written by ``write_weights(path)``) and ``stem.json`` (the spec that
+    rebuilds the model), each written to a temporary name and renamed; returns the weights file."""
+    weights, sidecar = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+    for path, write in ((weights, write_weights), (sidecar, lambda tmp: Path(tmp).write_text(json.dumps(spec, indent=2)))):
+        tmp = path.with_name(path.name + ".tmp")
+        write(str(tmp))
+        os.replace(tmp, path)
+    return weights
