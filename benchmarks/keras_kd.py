@@ -86,12 +86,19 @@ def main() -> None:
         distiller.compile(keras.optimizers.Adam(2e-3))
         return distiller, model
 
+    def scratch() -> tuple[keras.Model, keras.Model]:
+        model = student()
+        distiller = Distiller(model, {"task": 1.0})
+        distiller.compile(keras.optimizers.Adam(2e-3))
+        return distiller, model
+
     runs = {  # name → (distiller, student, training inputs)
         "kdistill Distiller, online teacher": (*kdistill_distiller(False), x),
         "kdistill Distiller, teacher outputs given (store)": (*kdistill_distiller(True),
                                                              {"inputs": x, "teacher_outputs": teacher_logits}),
         "keras.distillation, loss=KLDivergence() (correct KD)": (*keras_distiller(keras.losses.KLDivergence()), x),
         "keras.distillation, default loss='kl_divergence'": (*keras_distiller("kl_divergence"), x),
+        "no distillation (task loss only, the scratch twin)": (*scratch(), x),
     }
     seconds: dict[str, list[float]] = {name: [] for name in runs}
     for epoch in range(args.epochs):

@@ -22,9 +22,17 @@ from kdistill.report.results import ModelResult, measured_result, stored_teacher
 from kdistill.store.for_run import open_store_for
 
 
+def _devices() -> list[str]:
+    if keras.backend.backend() == "torch":  # keras.distribution has no torch implementation
+        import torch
+
+        return ["cuda:0"] if torch.cuda.is_available() else ["cpu:0"]
+    return keras.distribution.list_devices()
+
+
 def choose_device(name: str) -> str:
     """The first device Keras sees; ``cuda`` must find a GPU."""
-    devices = keras.distribution.list_devices()
+    devices = _devices()
     if name == "cuda" and not any(device.lower().startswith(("gpu", "cuda")) for device in devices):
         raise KdistillError(f"train.device: 'cuda' requested but Keras ({keras.backend.backend()}) sees no GPU "
                             "(use 'auto' or 'cpu')")
