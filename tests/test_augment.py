@@ -141,9 +141,9 @@ def test_training_replays_the_cached_view_the_student_sees(tmp_path, image_array
     steps = []
     original_forward = pipeline.distiller.forward
 
-    def recording_forward(x, y, teacher_out=None):
+    def recording_forward(x, y, teacher_out=None, share=None):
         steps.append((x.detach().clone(), teacher_out.clone()))
-        return original_forward(x, y, teacher_out)
+        return original_forward(x, y, teacher_out, share)
 
     pipeline.distiller.forward = recording_forward
     trainer_module.fit("distilled", pipeline.distiller, data, store_recipe.train, torch.device("cpu"),

@@ -1,0 +1,75 @@
+"""Caching a teacher's outputs: the framework-neutral loop of ``kdistill cache``. A backend gives
+the teacher as ``predict(x) -> logits`` on numpy batches; this module runs it over every sample
+(and every augmentation view) and writes the store, resuming a killed run.
+
+Resumable: a killed run, started again with the same settings, continues after the last
+complete shard and ends with the same bytes as an uninterrupted run."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdistill.data.augment import augment as augment_views
+from kdistill.data.splits import TaskData
+from kdistill.errors import KdistillError
+from kdistill.progress import console, sample_progress
+from kdistill.recipe import AugmentConfig, Recipe
+from kdistill.store.manifest import file_sha256
+from kdistill.store.writer import StoreWriter
+
+Predict = Callable[[np.ndarray], np.ndarray]
+
+
+def cache_inputs(data: TaskData) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, inputs) of every sample a store of ``data`` holds, in store order: train, val, test, transfer."""
+    splits = [split for split in (data.train, data.val, data.test, data.transfer) if split is not None]
+    return np.concatenate([split.ids for split in splits]), np.concatenate([split.x for split in splits])
+
+
+def store_settings(recipe: Recipe, data: TaskData, backend: str, spec: dict[str, Any], *, dtype: str,
+                   k: int | None, views: int | None, shard_size: int) -> dict[str, Any]:
+    """The store settings (:func:`kdistill.store.writer.new_manifest`) of caching ``teacher.path``."""
+    if recipe.teacher.path is None:
+        raise KdistillError("teacher.path: kdistill cache needs a trained teacher, e.g. "
+                            "--set teacher.path=runs/NAME/teacher.safetensors from a kdistill run")
+    if views is not None and recipe.data.augment is None:
+        raise KdistillError(f"--views: {views} views need the recipe's data.augment (shift and/or flip) to draw them")
+    path = Path(recipe.teacher.path)
+    return {"num_classes": data.output_dim, "dataset_fingerprint": data.fingerprint(), "dtype": dtype, "k": k,
+            "views": views, "augment": None if views is None else recipe.data.augment.model_dump(),
+            "shard_size": shard_size,
+            "teacher": {"backend": backend, "path": str(path),
+                        "sha256": file_sha256(path) if path.is_file() else None, "spec": spec,
+                        **data.meta.get("specialist", {})}}
+
+
+def cache_outputs(predict: Predict, ids: np.ndarray, x: np.ndarray, store: Path, settings: dict[str, Any], *,
+                  overwrite: bool, batch_size: int, augment: AugmentConfig | None) -> dict:
+    """Cache the teacher's outputs for ``ids`` (inputs ``x``) as one store (resuming a killed run)."""
+    views = settings["views"]
+    writer = StoreWriter(store, ids=ids, overwrite=overwrite, **settings)
+    num_classes = settings["num_classes"]
+    started = time.perf_counter()
+    with sample_progress("cache", len(ids), writer.resume_from) as progress:
+        for start in range(writer.resume_from, len(ids), batch_size):
+            batch_ids = ids[start:start + batch_size]
+            inputs = [x[start:start + batch_size]]
+            if views is not None:
+                inputs += [augment_views(inputs[0], batch_ids, np.full(len(batch_ids), view), augment)
+                           for view in range(1, views + 1)]
+            logits = np.stack([predict(np.ascontiguousarray(view_x)) for view_x in inputs], axis=1)
+            if logits.shape[2:] != (num_classes,):
+                raise KdistillError(f"teacher: outputs {logits.shape[2:]} per sample, the data needs ({num_classes},)")
+            writer.write(batch_ids, logits.astype(np.float32) if views is not None else logits[:, 0].astype(np.float32))
+            progress(len(batch_ids))
+    manifest = writer.close()
+    seconds = time.perf_counter() - started
+    written = len(ids) - writer.resume_from
+    console.print(f"cached {len(ids)} samples ({written} this run, {written / max(seconds, 1e-9):,.0f} samples/s) "
+                  f"in {len(manifest.shards)} shards at {store}")
+    return {"samples": len(ids), "written": written, "seconds": seconds, "shards": len(manifest.shards)}
