@@ -72,8 +72,12 @@ def test_cli_run_writes_the_report_for_all_three_models(jax_run):
     assert accuracy == models["distilled"]["metrics"]["accuracy"]
 
 
-def test_scratch_twin_trains_from_the_distilled_students_initial_parameters(tmp_path, monkeypatch):
-    pipeline = build("data.transfer={fraction: 0.5}")
+def trained_teacher(run) -> str:
+    return f"teacher.path={run / 'teacher.safetensors'}"
+
+
+def test_scratch_twin_trains_from_the_distilled_students_initial_parameters(jax_run, tmp_path, monkeypatch):
+    pipeline = build("data.transfer={fraction: 0.5}", trained_teacher(jax_run))
     initial = params_of(pipeline.student)
     starts, batches = {}, {}
     original_fit, original_call = pipeline_module.fit, Distiller.__call__
@@ -180,10 +184,10 @@ def test_class_count_mismatch_is_refused_before_any_tracing(tmp_path, kdistill, 
                    out, "teacher: outputs (7,) per sample", "needs (10,)")
 
 
-def test_nan_loss_stops_the_student_with_its_step_and_checkpoint(tmp_path, kdistill):
+def test_nan_loss_stops_the_student_with_its_step_and_checkpoint(jax_run, tmp_path, kdistill):
     out = tmp_path / "run"
     err = assert_refused(kdistill("run", "--out", out, *set_args(
-        JAX, "train.optimizer=sgd", "train.lr=1e30", "train.schedule=constant", "teacher.train={lr: 0.003}")),
+        JAX, trained_teacher(jax_run), "train.optimizer=sgd", "train.lr=1e30", "train.schedule=constant")),
         out, "distilled: loss is not finite at epoch ", "training stopped")
     assert "TrainingDiverged" in (out / "INCOMPLETE").read_text()
     assert "nan" in err or "inf" in err

@@ -79,6 +79,12 @@ def _forward(model: nnx.Module, x: jax.Array, taps: tuple[str, ...]) -> tuple[ja
     return model.run(x, taps) if taps else (model(x), {})
 
 
+def probe_shapes(model: nnx.Module, probe: jax.Array, taps: tuple[str, ...] = ()) -> tuple[jax.ShapeDtypeStruct, dict]:
+    """Shapes of the eval-mode outputs (and tapped features) on ``probe``, by abstract evaluation:
+    nothing is compiled or run, so checking models costs no compilation."""
+    return nnx.eval_shape(lambda model: _forward(model, probe, taps), eval_view(model))
+
+
 class Distiller:
     """student + frozen teacher → (total loss, {name: loss}) for one batch, traced inside the
     trainer's jitted step.
@@ -88,8 +94,9 @@ class Distiller:
     teacher's outputs for the batch. The task loss (and ``dkd``, which needs the true class) reads
     the labeled rows; every other distillation loss reads all rows. The teacher sees exactly the
     batch the student sees, in eval mode and under ``jax.lax.stop_gradient``. ``probe`` (a few
-    input rows) runs both models once, eagerly, before anything is traced: a class-count mismatch
-    or a feature shape problem is a KdistillError, not a trace error.
+    input rows) gives both models' output and feature shapes by abstract evaluation before any
+    step is built: a class-count mismatch or a feature shape problem is a KdistillError, not a
+    trace error from inside the jitted step.
     """
 
     def __init__(self, student: nnx.Module, task: str, weights: Mapping[str, float],
@@ -118,10 +125,10 @@ class Distiller:
         return [*(["task"] if "task" in self.weights else []), *self.losses]
 
     def _check_outputs(self, student: nnx.Module, probe: jax.Array, seed: int) -> dict[str, Adapter]:
-        """Run both models once on a few samples: output shapes must agree, adapters get their widths."""
-        student_out, student_features = _forward(eval_view(student), probe, self.student_taps)
+        """Both models' shapes on a few samples: outputs must agree, adapters get their widths."""
+        student_out, student_features = probe_shapes(student, probe, self.student_taps)
         if self.teacher is not None:
-            teacher_out, teacher_features = _forward(eval_view(self.teacher), probe, self.teacher_taps)
+            teacher_out, teacher_features = probe_shapes(self.teacher, probe, self.teacher_taps)
             if student_out.shape[1:] != teacher_out.shape[1:]:
                 raise KdistillError(
                     f"teacher outputs {tuple(teacher_out.shape[1:])} per sample but student outputs "

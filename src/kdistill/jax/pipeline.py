@@ -16,7 +16,7 @@ from flax import nnx
 from kdistill.backend_common import check_output_shape
 from kdistill.data.splits import TaskData
 from kdistill.errors import KdistillError
-from kdistill.jax.distiller import Distiller, eval_view
+from kdistill.jax.distiller import Distiller, eval_view, probe_shapes
 from kdistill.jax.models import build_model, count_parameters, save_model
 from kdistill.jax.trainer import fit, jitted_forward, predict
 from kdistill.recipe import Recipe
@@ -53,7 +53,7 @@ def timed_forwards(models: dict[str, nnx.Module], x: jax.Array) -> dict[str, Cal
 
 
 class JaxPipeline:
-    """Two phases: ``__init__`` builds everything and checks it (no files written, nothing traced
+    """Two phases: ``__init__`` builds everything and checks it (no files written, nothing compiled
     or trained); ``execute`` trains and measures, writing only inside the output directory."""
 
     def __init__(self, recipe: Recipe, data: TaskData):
@@ -83,9 +83,9 @@ class JaxPipeline:
                 "device": str(self.device)}
 
     def _check_output_shape(self, model: nnx.Module, field: str) -> None:
-        """Eager forward on a few rows (nothing traced yet): the output width must be the data's."""
+        """The output width on a few rows must be the data's (abstract evaluation: nothing compiled)."""
         try:
-            shape = tuple(eval_view(model)(self.probe).shape[1:])
+            shape = tuple(probe_shapes(model, self.probe)[0].shape[1:])
         except Exception as error:  # the user's model rejected the data: say which and why
             raise KdistillError(f"{field}: forward pass on inputs {tuple(self.probe.shape[1:])} failed: {error}") from None
         check_output_shape(field, shape, self.data)
