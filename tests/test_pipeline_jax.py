@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from conftest import FAST, by_role, read_report, set_args
+from conftest import FAST, by_role, default_raw, read_report, set_args, write_recipe
 from test_bad_input import assert_refused
 
 jax = pytest.importorskip("jax")
@@ -22,7 +22,7 @@ from kdistill.jax.distiller import Distiller  # noqa: E402
 from kdistill.jax.models import load_model  # noqa: E402
 from kdistill.jax.pipeline import JaxPipeline, copied  # noqa: E402
 from kdistill.jax.trainer import fit, predict  # noqa: E402
-from kdistill.recipe import load_recipe  # noqa: E402
+from kdistill.recipe import load_recipe, recipe_from_dict  # noqa: E402
 from kdistill.report.metrics import task_metrics  # noqa: E402
 
 JAX = "backend=jax"
@@ -191,3 +191,39 @@ def test_nan_loss_stops_the_student_with_its_step_and_checkpoint(jax_run, tmp_pa
         out, "distilled: loss is not finite at epoch ", "training stopped")
     assert "TrainingDiverged" in (out / "INCOMPLETE").read_text()
     assert "nan" in err or "inf" in err
+
+
+def test_attention_and_conv_hint_on_the_cnn_zoo_model(tmp_path, image_arrays, kdistill):
+    raw = default_raw() | {
+        "backend": "jax",
+        "data": {"dataset": "arrays", "path": str(image_arrays)},
+        "teacher": {"model": "cnn", "kwargs": {"channels": [8, 16], "hidden": 32}},
+        "student": {"model": "cnn", "kwargs": {"channels": [4, 8], "hidden": 16}},
+        "losses": {"kd": {}, "attention": {}, "hint": {}},
+        "weights": {"task": 0.2, "kd": 0.4, "attention": 0.2, "hint": 0.2},
+        "features": [{"student": "relu2", "teacher": "relu2", "loss": "attention"},
+                     {"student": "conv1", "teacher": "conv1", "loss": "hint"}],
+    }
+    recipe = recipe_from_dict(raw, FAST)
+    pipeline = JaxPipeline(recipe, load_task_data(recipe.data, recipe.task))
+    adapters = pipeline.distiller.trainee.adapters
+    assert "0" not in adapters and adapters["1"].map.kernel.shape == (4, 8)  # a 1×1 conv: 4 → 8 channels
+
+    out = tmp_path / "run"
+    code, _, err = kdistill("run", write_recipe(tmp_path / "cnn.yaml", raw), "--out", out, *set_args())
+    assert code == 0, err
+    models = by_role(read_report(out))
+    assert set(models) == {"teacher", "distilled", "scratch"}
+    assert models["teacher"]["metrics"]["accuracy"] > 0.5  # three classes told apart by a bright stripe
+
+
+def test_feature_losses_on_a_model_without_named_layers_are_refused(tmp_path, kdistill):
+    out = tmp_path / "run"
+    assert_refused(kdistill("run", "--out", out, *set_args(
+        JAX, "task=ranking", "data.dataset=synthetic_ranking", "data.transfer=null",
+        "data.ranking={n_users: 40, n_items: 60, list_length: 20, positives: 5, dim: 4}",
+        "teacher.model=user_item", "teacher.kwargs={embedding: 8, hidden: [16]}",
+        "student.model=user_item", "student.kwargs={embedding: 4, hidden: []}",
+        "losses={listwise: {}, hint: {}}", "weights={task: 0.2, listwise: 0.5, hint: 0.3}",
+        "features=[{student: scorer, teacher: scorer, loss: hint}]")),
+        out, "features.student: feature distillation on the JAX backend reads layers of", "UserItemScorer")
