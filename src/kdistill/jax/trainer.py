@@ -174,6 +174,7 @@ def fit(role: str, distiller: Distiller, data: TaskData, config: TrainConfig, ch
         for epoch in range(start_epoch, config.epochs):
             started = time.perf_counter()
             plan = epoch_plan(config.seed, epoch, len(data.train), n_transfer, config.batch_size)
+            kept = None if store is None or store.manager.latest_step() is None else checkpoint  # for a divergence
             recorded: list[jax.Array] = []  # per step: [total, *parts]
             for step in range(plan.steps):
                 rows, transfer_rows = plan.batch(step)
@@ -186,7 +187,7 @@ def fit(role: str, distiller: Distiller, data: TaskData, config: TrainConfig, ch
                 recorded.append(losses)
                 if (step + 1) % CHECK_EVERY == 0 or step + 1 == plan.steps:
                     recent = np.asarray(jnp.stack(recorded[-CHECK_EVERY:]))
-                    check_finite(role, epoch, step, recent, list(distiller.part_names), checkpoint)
+                    check_finite(role, epoch, step, recent, distiller.part_names, kept)
                     progress.step(epoch, step + 1, loss=float(recent[-1][0]))
             nnx.update(distiller.trainee, state["params"], state["rest"])
             history.train_seconds += time.perf_counter() - started
