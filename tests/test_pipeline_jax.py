@@ -5,6 +5,7 @@ features, and the refusals (class mismatch before tracing, NaN stop, store misma
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import numpy as np
 import pytest
@@ -18,10 +19,10 @@ from flax import nnx  # noqa: E402
 from kdistill.data import load_task_data  # noqa: E402
 from kdistill.jax import pipeline as pipeline_module  # noqa: E402
 from kdistill.jax import trainer as trainer_module  # noqa: E402
-from kdistill.jax.distiller import Distiller  # noqa: E402
+from kdistill.jax.distiller import Distiller, eval_view  # noqa: E402
 from kdistill.jax.models import load_model  # noqa: E402
 from kdistill.jax.pipeline import JaxPipeline, copied  # noqa: E402
-from kdistill.jax.trainer import fit, predict  # noqa: E402
+from kdistill.jax.trainer import fit, jitted_forward, predict  # noqa: E402
 from kdistill.recipe import load_recipe, recipe_from_dict  # noqa: E402
 from kdistill.report.metrics import task_metrics  # noqa: E402
 
@@ -227,3 +228,20 @@ def test_feature_losses_on_a_model_without_named_layers_are_refused(tmp_path, kd
         "losses={listwise: {}, hint: {}}", "weights={task: 0.2, listwise: 0.5, hint: 0.3}",
         "features=[{student: scorer, teacher: scorer, loss: hint}]")),
         out, "features.student: feature distillation on the JAX backend reads layers of", "UserItemScorer")
+
+
+def test_a_pure_function_teacher_distills_exactly_as_its_module(jax_run, tmp_path):
+    pipeline = build(trained_teacher(jax_run), "train.epochs=1")
+    teacher = pipeline.teacher
+    graphdef, state = nnx.split(eval_view(teacher))  # the teacher's dropout off, as the distiller runs a module
+    as_function = partial(jitted_forward, graphdef, state)  # x -> logits, no module
+    students = {}
+    for name, frozen in (("module", teacher), ("function", as_function)):
+        students[name] = copied(pipeline.scratch)
+        distiller = Distiller(students[name], "classification", pipeline.recipe.weights, {"kd": {"temperature": 1.0}},
+                              teacher=frozen, probe=pipeline.probe)
+        fit("distilled", distiller, pipeline.data, pipeline.recipe.train)
+    module, function = params_of(students["module"]), params_of(students["function"])
+    assert module.keys() == function.keys()  # the same numbers, up to XLA folding the function's constants
+    assert all(np.allclose(module[name], function[name], rtol=1e-4, atol=1e-6) for name in module)
+    assert not same_params(params_of(students["module"]), params_of(pipeline.scratch))

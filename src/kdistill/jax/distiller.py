@@ -12,7 +12,7 @@ asking them for features is a KdistillError naming the model.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -79,9 +79,12 @@ def _forward(model: nnx.Module, x: jax.Array, taps: tuple[str, ...]) -> tuple[ja
     return model.run(x, taps) if taps else (model(x), {})
 
 
-def probe_shapes(model: nnx.Module, probe: jax.Array, taps: tuple[str, ...] = ()) -> tuple[jax.ShapeDtypeStruct, dict]:
-    """Shapes of the eval-mode outputs (and tapped features) on ``probe``, by abstract evaluation:
-    nothing is compiled or run, so checking models costs no compilation."""
+def probe_shapes(model: nnx.Module | Callable, probe: jax.Array,
+                 taps: tuple[str, ...] = ()) -> tuple[jax.ShapeDtypeStruct, dict]:
+    """Shapes of the eval-mode outputs (and tapped features) of a module, or of a pure function
+    ``x -> logits``, on ``probe``, by abstract evaluation: nothing is compiled or run."""
+    if not isinstance(model, nnx.Module):
+        return jax.eval_shape(model, probe), {}
     return nnx.eval_shape(lambda model: _forward(model, probe, taps), eval_view(model))
 
 
@@ -93,14 +96,17 @@ class Distiller:
     first ``len(y)`` rows. Offline (``offline=True``, no teacher model), the caller passes the
     teacher's outputs for the batch. The task loss (and ``dkd``, which needs the true class) reads
     the labeled rows; every other distillation loss reads all rows. The teacher sees exactly the
-    batch the student sees, in eval mode and under ``jax.lax.stop_gradient``. ``probe`` (a few
+    batch the student sees, in eval mode and under ``jax.lax.stop_gradient``. A teacher is an NNX
+    module (its state is an argument of the jitted step) or a pure function ``x -> logits`` (whatever
+    arrays it closes over become constants of the compiled step). ``probe`` (a few
     input rows) gives both models' output and feature shapes by abstract evaluation before any
     step is built: a class-count mismatch or a feature shape problem is a KdistillError, not a
     trace error from inside the jitted step.
     """
 
     def __init__(self, student: nnx.Module, task: str, weights: Mapping[str, float],
-                 losses: Mapping[str, Mapping[str, float]] | None = None, teacher: nnx.Module | None = None,
+                 losses: Mapping[str, Mapping[str, float]] | None = None,
+                 teacher: nnx.Module | Callable[[jax.Array], jax.Array] | None = None,
                  features: Sequence[FeaturePair] = (), probe: jax.Array | None = None, offline: bool = False,
                  seed: int = 0):
         losses = dict(losses or {})
@@ -108,7 +114,7 @@ class Distiller:
         self.task = task
         self.weights = {name: float(weight) for name, weight in weights.items() if weight > 0}
         self.losses = {name: dict(settings) for name, settings in losses.items() if name in self.weights}
-        self.teacher = teacher  # used through eval_view, so it can train (as its own trainee) before distilling
+        self.teacher = teacher  # a module is used through eval_view: it can train (as its own trainee) first
         self.features = [pair for pair in features if pair.loss in self.losses]
         self.student_taps = _taps(student, [pair.student for pair in self.features], "features.student")
         self.teacher_taps = _taps(teacher, [pair.teacher for pair in self.features], "features.teacher")

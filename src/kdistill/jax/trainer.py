@@ -3,8 +3,9 @@
 The step is ``jax.jit`` over split NNX state (``nnx.split`` → graphdef + arrays): it gathers the
 batch from device-resident data by row indices, runs the teacher (eval mode, ``stop_gradient``),
 takes the student's loss and gradients, and applies the Optax update; parameters, other state
-and optimizer state are donated. The host syncs only every ``CHECK_EVERY`` steps, to check that
-the recent losses are finite. Batches follow :func:`kdistill.training.epoch_plan`, which depends
+and optimizer state are donated. The host reads the losses every ``CHECK_EVERY`` steps, one chunk
+late (the device is already running the next chunk, so it rarely waits), to check they are finite;
+a divergence still names its exact step. Batches follow :func:`kdistill.training.epoch_plan`, which depends
 only on ``(seed, epoch)``; dropout keys live in the model state. So a run resumed from the Orbax
 checkpoint written after every epoch (atomically: a step directory appears whole or not at all)
 continues exactly as an uninterrupted one.
@@ -71,16 +72,17 @@ def make_train_step(distiller: Distiller, optimizer: optax.GradientTransformatio
     """The jitted step: (params, rest, opt_state, teacher_state, data, rows, transfer_rows,
     teacher_out) → (params, rest, opt_state, [total, *parts])."""
     graphdef = nnx.graphdef(train_view(distiller.trainee))
-    teacher_graph = None if distiller.teacher is None or offline else nnx.graphdef(eval_view(distiller.teacher))
+    teacher = None if offline else distiller.teacher
+    teacher_graph = nnx.graphdef(eval_view(teacher)) if isinstance(teacher, nnx.Module) else None
 
     def step(params, rest, opt_state, teacher_state, data, rows, transfer_rows, teacher_out):
         x_train, y_train, x_transfer = data
         x, y = x_train[rows], y_train[rows]
         if transfer_rows is not None:
             x = jnp.concatenate([x, x_transfer[transfer_rows]])
-        teacher = None if teacher_graph is None else nnx.merge(teacher_graph, teacher_state)
+        frozen = teacher if teacher_graph is None else nnx.merge(teacher_graph, teacher_state)  # module or function
         trainee = nnx.merge(graphdef, params, rest)
-        loss = nnx.value_and_grad(lambda trainee: distiller(trainee, teacher, x, y, teacher_out), has_aux=True)
+        loss = nnx.value_and_grad(lambda trainee: distiller(trainee, frozen, x, y, teacher_out), has_aux=True)
         (total, parts), grads = loss(trainee)  # dropout streams advance in trainee
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), nnx.state(trainee, nnx.Not(nnx.Param)), opt_state,
@@ -162,7 +164,7 @@ def fit(role: str, distiller: Distiller, data: TaskData, config: TrainConfig, ch
     train_step = make_train_step(distiller, optimizer, offline)
     _, params, rest = nnx.split(distiller.trainee, nnx.Param, ...)
     state = {"params": params, "rest": rest, "opt": optimizer.init(params)}
-    teacher_state = None if distiller.teacher is None or offline else nnx.state(distiller.teacher)
+    teacher_state = nnx.state(distiller.teacher) if isinstance(distiller.teacher, nnx.Module) and not offline else None
     history, start_epoch = History(metric=PRIMARY[data.task]), 0
     store = Checkpoint(checkpoint, role) if checkpoint is not None else None
     if resume and store is not None and (restored := store.restore(state)) is not None:
@@ -175,7 +177,17 @@ def fit(role: str, distiller: Distiller, data: TaskData, config: TrainConfig, ch
             started = time.perf_counter()
             plan = epoch_plan(config.seed, epoch, len(data.train), n_transfer, config.batch_size)
             kept = None if store is None or store.manager.latest_step() is None else checkpoint  # for a divergence
-            recorded: list[jax.Array] = []  # per step: [total, *parts]
+            recorded: list[jax.Array] = []  # per step: [total, *parts], on the device
+            checked: list[np.ndarray] = []  # the same rows on the host, once checked
+
+            def check(upto: int) -> None:
+                """Check steps len(checked)..upto − 1; called a chunk late, so the host rarely waits."""
+                if upto > len(checked):
+                    recent = np.asarray(jnp.stack(recorded[len(checked):upto]))
+                    check_finite(role, epoch, upto - 1, recent, distiller.part_names, kept)
+                    checked.extend(recent)
+                    progress.step(epoch, upto, loss=float(recent[-1][0]))
+
             for step in range(plan.steps):
                 rows, transfer_rows = plan.batch(step)
                 if offline and step % CHECK_EVERY == 0:
@@ -185,13 +197,12 @@ def fit(role: str, distiller: Distiller, data: TaskData, config: TrainConfig, ch
                     state["params"], state["rest"], state["opt"], teacher_state, device_data,
                     jnp.asarray(rows), None if transfer_rows is None else jnp.asarray(transfer_rows), teacher_out)
                 recorded.append(losses)
-                if (step + 1) % CHECK_EVERY == 0 or step + 1 == plan.steps:
-                    recent = np.asarray(jnp.stack(recorded[-CHECK_EVERY:]))
-                    check_finite(role, epoch, step, recent, distiller.part_names, kept)
-                    progress.step(epoch, step + 1, loss=float(recent[-1][0]))
+                if (step + 1) % CHECK_EVERY == 0:
+                    check(step + 1 - CHECK_EVERY)  # the previous chunk: done by now, while this one runs
+            check(plan.steps)
             nnx.update(distiller.trainee, state["params"], state["rest"])
             history.train_seconds += time.perf_counter() - started
-            means = np.asarray(jnp.stack(recorded)).mean(axis=0).tolist()
+            means = np.mean(checked, axis=0).tolist()
             history.loss.append(dict(zip(["total", *distiller.part_names], means)))
             history.val.append(task_metrics(data.task, predict(distiller.student, x_val, config.eval_batch_size),
                                             data.val.y)[history.metric])
