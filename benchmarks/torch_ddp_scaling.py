@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     args = parser.parse_args()
     out = Path(args.out)
-    common = ["--set", "train.progress=false", "--set", "compare.scratch=false", "--set", "compare.latency_repeats=1"]
+    common = ["--set", "train.progress=false", "--set", "compare.scratch=false", "--set", "compare.latency_repeats=3"]
     teacher = out / "teacher" / "teacher.safetensors"
     if not teacher.exists():
         kdistill(["run", RECIPE, "--out", str(out / "teacher"), "--overwrite", *common, "--set", "teacher.train.epochs=2",
