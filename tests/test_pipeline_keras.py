@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -40,17 +39,10 @@ def same_weights(first: list, second: list) -> bool:
     return len(first) == len(second) and all(np.array_equal(a, b) for a, b in zip(first, second))
 
 
-@pytest.fixture(scope="module")
-def keras_run(tmp_path_factory) -> Path:
-    """One finished fast run of the default recipe on Keras, shared by the module's tests."""
-    from kdistill.cli import main
-
-    out = tmp_path_factory.mktemp("keras") / "run"
-    assert main(["run", "--out", str(out), *set_args(KERAS, "student.kwargs.dropout=0.2")]) == 0
-    return out
-
-
-def test_run_reports_teacher_distilled_and_scratch(keras_run):
+def test_run_reports_teacher_distilled_and_scratch(tmp_path, kdistill):
+    keras_run = tmp_path / "run"
+    code, _, err = kdistill("run", "--out", keras_run, *set_args(KERAS, "student.kwargs.dropout=0.2"))
+    assert code == 0, err
     report = read_report(keras_run)
     models = by_role(report)
     assert list(models) == ["teacher", "distilled", "scratch"]
