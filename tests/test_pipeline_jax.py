@@ -167,6 +167,10 @@ def test_student_trains_offline_from_a_store_of_the_jax_teachers_outputs(jax_run
     assert models["teacher"]["parameters"] is None  # known by its stored outputs only
     teacher_accuracy = by_role(read_report(jax_run))["teacher"]["metrics"]["accuracy"]
     assert models["teacher"]["metrics"]["accuracy"] == pytest.approx(teacher_accuracy, abs=1e-9)
+    # same seed, batches and teacher outputs: the offline student is the online one (up to float rounding)
+    online, offline = (params_of(load_model(run / "student.safetensors")) for run in (jax_run, out))
+    assert online.keys() == offline.keys()
+    assert all(np.allclose(online[name], offline[name], rtol=1e-4, atol=1e-5) for name in online)
 
     # the store no longer fits when the data changes: refused before anything is traced or written
     refused = tmp_path / "refused"

@@ -70,16 +70,18 @@ def make_optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTrans
 
 def make_train_step(distiller: Distiller, optimizer: optax.GradientTransformation, offline: bool) -> Callable:
     """The jitted step: (params, rest, opt_state, teacher_state, data, rows, transfer_rows,
-    teacher_out) → (params, rest, opt_state, [total, *parts])."""
+    stored) → (params, rest, opt_state, [total, *parts]); ``stored`` is None or (a chunk of stored
+    teacher outputs on the device, where this step's rows start in it)."""
     graphdef = nnx.graphdef(train_view(distiller.trainee))
     teacher = None if offline else distiller.teacher
     teacher_graph = nnx.graphdef(eval_view(teacher)) if isinstance(teacher, nnx.Module) else None
 
-    def step(params, rest, opt_state, teacher_state, data, rows, transfer_rows, teacher_out):
+    def step(params, rest, opt_state, teacher_state, data, rows, transfer_rows, stored):
         x_train, y_train, x_transfer = data
         x, y = x_train[rows], y_train[rows]
         if transfer_rows is not None:
             x = jnp.concatenate([x, x_transfer[transfer_rows]])
+        teacher_out = None if stored is None else jax.lax.dynamic_slice_in_dim(stored[0], stored[1], x.shape[0])
         frozen = teacher if teacher_graph is None else nnx.merge(teacher_graph, teacher_state)  # module or function
         trainee = nnx.merge(graphdef, params, rest)
         loss = nnx.value_and_grad(lambda trainee: distiller(trainee, frozen, x, y, teacher_out), has_aux=True)
@@ -132,16 +134,22 @@ class Checkpoint:
         return epoch, jax.tree.unflatten(treedef, leaves), History(**restored.history)
 
 
-def _stored_outputs(plan: EpochPlan, data: TaskData, fetch: Callable[[np.ndarray], np.ndarray],
-                    first: int, last: int) -> list[np.ndarray]:
-    """The stored teacher outputs of steps ``first`` to ``last`` − 1, read in one ``fetch`` (a
-    store read per step would cost more than a small student's step)."""
+def _stored_outputs(plan: EpochPlan, data: TaskData, fetch: Callable[[np.ndarray], np.ndarray], first: int,
+                    last: int) -> tuple[jax.Array, list[np.int32]]:
+    """The stored teacher outputs of steps ``first`` to ``last`` − 1, read in one ``fetch`` and
+    moved to the device at once (a store read or a host-to-device copy per step costs more than a
+    small student's step), zero-padded to a fixed number of rows so the jitted step compiles once
+    for it; and where each step's rows start."""
     batches = []
     for step in range(first, last):
         rows, transfer_rows = plan.batch(step)
         batches.append(data.train.ids[rows] if transfer_rows is None
                        else np.concatenate([data.train.ids[rows], data.transfer.ids[transfer_rows]]))
-    return np.split(fetch(np.concatenate(batches)), np.cumsum([len(ids) for ids in batches])[:-1])
+    outputs = fetch(np.concatenate(batches))
+    capacity = CHECK_EVERY * plan.batch_size * (1 if plan.transfer_order is None else 2)
+    padded = np.zeros((capacity, *outputs.shape[1:]), outputs.dtype)
+    padded[:len(outputs)] = outputs
+    return jnp.asarray(padded), [np.int32(start) for start in np.cumsum([0, *map(len, batches[:-1])])]
 
 
 def fit(role: str, distiller: Distiller, data: TaskData, config: TrainConfig, checkpoint: Path | None = None,
@@ -191,11 +199,11 @@ def fit(role: str, distiller: Distiller, data: TaskData, config: TrainConfig, ch
             for step in range(plan.steps):
                 rows, transfer_rows = plan.batch(step)
                 if offline and step % CHECK_EVERY == 0:
-                    stored = _stored_outputs(plan, data, teacher_outputs, step, min(step + CHECK_EVERY, plan.steps))
-                teacher_out = stored[step % CHECK_EVERY] if offline else None
+                    chunk, starts = _stored_outputs(plan, data, teacher_outputs, step, min(step + CHECK_EVERY, plan.steps))
+                stored = (chunk, starts[step % CHECK_EVERY]) if offline else None
                 state["params"], state["rest"], state["opt"], losses = train_step(
                     state["params"], state["rest"], state["opt"], teacher_state, device_data,
-                    jnp.asarray(rows), None if transfer_rows is None else jnp.asarray(transfer_rows), teacher_out)
+                    jnp.asarray(rows), None if transfer_rows is None else jnp.asarray(transfer_rows), stored)
                 recorded.append(losses)
                 if (step + 1) % CHECK_EVERY == 0:
                     check(step + 1 - CHECK_EVERY)  # the previous chunk: done by now, while this one runs
