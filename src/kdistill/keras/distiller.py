@@ -160,6 +160,9 @@ class Distiller(keras.Model):
     def _teacher(self, inputs: Any) -> tuple[Any, list]:
         """The teacher's outputs (and tapped features) for the batch: given, or computed frozen."""
         if self.offline:
+            if not isinstance(inputs, dict) or "teacher_outputs" not in inputs:
+                raise KdistillError("Distiller(offline=True): x must be {'inputs': rows, 'teacher_outputs': the "
+                                    "teacher's outputs for those rows}")
             return inputs["teacher_outputs"], []
         rows = inputs["inputs"] if isinstance(inputs, dict) else inputs
         if self.teacher_taps is None:
