@@ -38,8 +38,8 @@ def main() -> None:
             report = json.loads((directory / "report.json").read_text())
         else:
             _, report = run(load_recipe(args.recipe, overrides), directory, resume=directory.exists())
-        trained = directory / "teacher.safetensors"
-        teacher = teacher or (trained.resolve() if trained.exists() else None)  # a store teacher trains nothing
+        trained = [path for path in (directory / "teacher.safetensors", directory / "teacher.keras") if path.exists()]
+        teacher = teacher or (trained[0].resolve() if trained else None)  # a store teacher trains nothing
         reports.append(report)
         print(f"seed {seed}: {report['verdict']['text']}", file=sys.stderr, flush=True)
 

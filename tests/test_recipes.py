@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import by_role, read_report, requires_torch, set_args
+from conftest import by_role, read_report, set_args
 from kdistill.recipe import builtin_recipes, load_recipe
 from kdistill.report.metrics import PRIMARY
 
@@ -16,10 +16,13 @@ def test_the_shipped_recipes_are_all_there():
     assert set(SHIPPED) <= set(builtin_recipes())
 
 
-@requires_torch
+FRAMEWORK = {"torch": "torch", "keras": "keras", "jax": "flax"}  # what each backend imports
+
+
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_recipe_runs(name, tmp_path, kdistill):
     recipe = load_recipe(name)
+    pytest.importorskip(FRAMEWORK[recipe.backend])
     subset = ["data.limit=400"] if recipe.data.dataset == "fashion_mnist" else []
     if recipe.data.dataset == "synthetic_ranking":
         subset = ["data.ranking.n_users=40", "data.ranking.n_items=120"]
