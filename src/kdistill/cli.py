@@ -143,11 +143,18 @@ def _cache(recipe: Recipe, args: argparse.Namespace) -> int:
         count = cache_predictions(data, Path(args.from_predictions), args.kind, Path(args.store), **options)
         print(f"imported {count} predictions into {args.store}")
         return 0
-    if recipe.backend != "torch":
-        raise KdistillError(f"backend: kdistill cache supports 'torch' teachers in this version, not {recipe.backend!r}")
-    from kdistill.torch.cache import cache_teacher
+    if recipe.backend == "torch":  # one process, or one part per torchrun process
+        from kdistill.torch.cache import cache_teacher
 
-    cache_teacher(recipe, data, Path(args.store), batch_size=args.batch_size, views=args.views, **options)
+        cache_teacher(recipe, data, Path(args.store), batch_size=args.batch_size, views=args.views, **options)
+        return 0
+    import importlib
+
+    from kdistill.store.cache import cache_teacher
+
+    backend = importlib.import_module(f"kdistill.{recipe.backend}.cache")
+    cache_teacher(recipe, data, Path(args.store), backend.teacher_predict, batch_size=args.batch_size,
+                  views=args.views, **options)
     return 0
 
 

@@ -31,14 +31,19 @@ def cache_inputs(data: TaskData) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([split.ids for split in splits]), np.concatenate([split.x for split in splits])
 
 
+def check_cacheable(recipe: Recipe, views: int | None) -> None:
+    """A cache run needs a trained teacher, and views need the augmentation that draws them."""
+    if recipe.teacher.path is None:
+        raise KdistillError("teacher.path: kdistill cache needs a trained teacher, e.g. "
+                            "--set teacher.path=runs/NAME/teacher.safetensors (.keras for Keras) from a kdistill run")
+    if views is not None and recipe.data.augment is None:
+        raise KdistillError(f"--views: {views} views need the recipe's data.augment (shift and/or flip) to draw them")
+
+
 def store_settings(recipe: Recipe, data: TaskData, backend: str, spec: dict[str, Any], *, dtype: str,
                    k: int | None, views: int | None, shard_size: int) -> dict[str, Any]:
     """The store settings (:func:`kdistill.store.writer.new_manifest`) of caching ``teacher.path``."""
-    if recipe.teacher.path is None:
-        raise KdistillError("teacher.path: kdistill cache needs a trained teacher, e.g. "
-                            "--set teacher.path=runs/NAME/teacher.safetensors from a kdistill run")
-    if views is not None and recipe.data.augment is None:
-        raise KdistillError(f"--views: {views} views need the recipe's data.augment (shift and/or flip) to draw them")
+    check_cacheable(recipe, views)
     path = Path(recipe.teacher.path)
     return {"num_classes": data.output_dim, "dataset_fingerprint": data.fingerprint(), "dtype": dtype, "k": k,
             "views": views, "augment": None if views is None else recipe.data.augment.model_dump(),
@@ -46,6 +51,20 @@ def store_settings(recipe: Recipe, data: TaskData, backend: str, spec: dict[str,
             "teacher": {"backend": backend, "path": str(path),
                         "sha256": file_sha256(path) if path.is_file() else None, "spec": spec,
                         **data.meta.get("specialist", {})}}
+
+
+def cache_teacher(recipe: Recipe, data: TaskData, store: Path,
+                  load_teacher: Callable[[Recipe, TaskData, int], tuple[Predict, dict[str, Any]]], *,
+                  dtype: str = "float32", k: int | None = None, views: int | None = None, shard_size: int = 8192,
+                  batch_size: int = 1024, overwrite: bool = False) -> dict:
+    """Cache the teacher that ``load_teacher(recipe, data, batch_size)`` gives as ``(predict,
+    identity)`` (a backend's ``teacher_predict``) over every sample of ``data``, in one process."""
+    check_cacheable(recipe, views)
+    predict, spec = load_teacher(recipe, data, batch_size)
+    settings = store_settings(recipe, data, recipe.backend, spec, dtype=dtype, k=k, views=views, shard_size=shard_size)
+    ids, x = cache_inputs(data)
+    return cache_outputs(predict, ids, x, store, settings, overwrite=overwrite, batch_size=batch_size,
+                         augment=recipe.data.augment)
 
 
 def cache_outputs(predict: Predict, ids: np.ndarray, x: np.ndarray, store: Path, settings: dict[str, Any], *,

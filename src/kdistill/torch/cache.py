@@ -14,7 +14,7 @@ from kdistill.errors import KdistillError
 from kdistill.progress import console
 from kdistill.recipe import Recipe
 from kdistill.store import MANIFEST
-from kdistill.store.cache import Predict, cache_inputs, cache_outputs, store_settings
+from kdistill.store.cache import Predict, cache_inputs, cache_outputs, check_cacheable, store_settings
 from kdistill.store.parts import assemble, part_path, part_range
 from kdistill.store.writer import new_manifest
 from kdistill.torch import distributed
@@ -31,9 +31,9 @@ def cache_teacher(recipe: Recipe, data: TaskData, store: Path, *, dtype: str = "
     With ``views`` = K, each sample is stored at K + 1 views of ``data.augment``: view 0 the sample
     itself (what evaluation reads), views 1..K the augmentations a student replays in training."""
     device = distributed.local_device(choose_device(recipe.train.device))
-    settings = store_settings(recipe, data, "torch", {}, dtype=dtype, k=k, views=views, shard_size=shard_size)
+    check_cacheable(recipe, views)
     teacher, spec = build_model(recipe.teacher, data, "teacher")
-    settings["teacher"]["spec"] = spec
+    settings = store_settings(recipe, data, "torch", spec, dtype=dtype, k=k, views=views, shard_size=shard_size)
     teacher.to(device).eval()
 
     def teacher_predict(x: np.ndarray) -> np.ndarray:
