@@ -215,10 +215,13 @@ def test_attention_and_conv_hint_on_the_cnn_zoo_model(tmp_path, image_arrays, kd
     assert "0" not in adapters and adapters["1"].map.kernel.shape == (4, 8)  # a 1×1 conv: 4 → 8 channels
 
     out = tmp_path / "run"
-    code, _, err = kdistill("run", write_recipe(tmp_path / "cnn.yaml", raw), "--out", out, *set_args())
+    code, _, err = kdistill("run", write_recipe(tmp_path / "cnn.yaml", raw), "--out", out, *set_args("compare.scratch=false"))
     assert code == 0, err
     models = by_role(read_report(out))
-    assert set(models) == {"teacher", "distilled", "scratch"}
+    assert set(models) == {"teacher", "distilled"}
+    losses = trainer_module.Checkpoint(out / "checkpoints" / "distilled", "distilled").history().loss
+    assert all(set(epoch) == {"total", "task", "kd", "attention", "hint"} and all(map(math.isfinite, epoch.values()))
+               for epoch in losses)
     assert models["teacher"]["metrics"]["accuracy"] > 0.5  # three classes told apart by a bright stripe
 
 

@@ -113,6 +113,13 @@ class Checkpoint:
                                                          history=ocp.args.JsonSave(asdict(history))))
         self.manager.wait_until_finished()
 
+    def history(self) -> History | None:
+        """The history saved with the latest checkpoint, or None if there is none."""
+        epoch = self.manager.latest_step()
+        if epoch is None:
+            return None
+        return History(**self.manager.restore(epoch, args=ocp.args.Composite(history=ocp.args.JsonRestore())).history)
+
     def restore(self, state) -> tuple[int, object, History] | None:
         """(epoch, state, history) of the latest checkpoint, or None if there is none."""
         epoch = self.manager.latest_step()
