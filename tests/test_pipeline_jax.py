@@ -25,6 +25,7 @@ from kdistill.jax.pipeline import JaxPipeline, copied  # noqa: E402
 from kdistill.jax.trainer import fit, jitted_forward, predict  # noqa: E402
 from kdistill.recipe import load_recipe, recipe_from_dict  # noqa: E402
 from kdistill.report.metrics import task_metrics  # noqa: E402
+from kdistill.store import StoreReader  # noqa: E402
 
 JAX = "backend=jax"
 
@@ -158,6 +159,11 @@ def test_student_trains_offline_from_a_store_of_the_jax_teachers_outputs(jax_run
     store = tmp_path / "store"
     code, _, err = kdistill("cache", "--store", store, "--from-predictions", predictions, *set_args(JAX))
     assert code == 0, err
+    cached = tmp_path / "cached"  # kdistill cache runs the saved JAX teacher itself: the same logits
+    code, _, err = kdistill("cache", "--store", cached, *set_args(JAX, trained_teacher(jax_run)))
+    assert code == 0, err
+    ids = np.concatenate([split.ids for split in splits])
+    np.testing.assert_allclose(StoreReader(cached).fetch(ids), StoreReader(store).fetch(ids), rtol=1e-6, atol=1e-6)
 
     out = tmp_path / "offline"
     code, _, err = kdistill("run", "--out", out, *set_args(JAX, "teacher.model=null", f"teacher.store={store}"))
