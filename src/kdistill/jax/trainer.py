@@ -141,6 +141,24 @@ class Checkpoint:
         return epoch, jax.tree.unflatten(treedef, leaves), History(**restored.history)
 
 
+class _LossLog:
+    """One epoch's losses: rows ``[total, *parts]`` per step on the device, and the same rows on
+    the host once checked to be finite."""
+
+    def __init__(self, role: str, epoch: int, names: list[str], kept: Path | None, progress):
+        self.role, self.epoch, self.names, self.kept, self.progress = role, epoch, names, kept, progress
+        self.recorded: list[jax.Array] = []
+        self.checked: list[np.ndarray] = []
+
+    def check(self, upto: int) -> None:
+        """Check steps len(checked) to ``upto`` − 1 (raises TrainingDiverged at a non-finite one)."""
+        if upto > len(self.checked):
+            recent = np.asarray(jnp.stack(self.recorded[len(self.checked):upto]))
+            check_finite(self.role, self.epoch, upto - 1, recent, self.names, self.kept)
+            self.checked.extend(recent)
+            self.progress.step(self.epoch, upto, loss=float(recent[-1][0]))
+
+
 def _stored_outputs(plan: EpochPlan, data: TaskData, fetch: Callable[[np.ndarray], np.ndarray], first: int,
                     last: int) -> tuple[jax.Array, list[np.int32]]:
     """The stored teacher outputs of steps ``first`` to ``last`` − 1, read in one ``fetch`` and
@@ -192,17 +210,7 @@ def fit(role: str, distiller: Distiller, data: TaskData, config: TrainConfig, ch
             started = time.perf_counter()
             plan = epoch_plan(config.seed, epoch, len(data.train), n_transfer, config.batch_size)
             kept = None if store is None or store.manager.latest_step() is None else checkpoint  # for a divergence
-            recorded: list[jax.Array] = []  # per step: [total, *parts], on the device
-            checked: list[np.ndarray] = []  # the same rows on the host, once checked
-
-            def check(upto: int) -> None:
-                """Check steps len(checked)..upto − 1; called a chunk late, so the host rarely waits."""
-                if upto > len(checked):
-                    recent = np.asarray(jnp.stack(recorded[len(checked):upto]))
-                    check_finite(role, epoch, upto - 1, recent, distiller.part_names, kept)
-                    checked.extend(recent)
-                    progress.step(epoch, upto, loss=float(recent[-1][0]))
-
+            log = _LossLog(role, epoch, distiller.part_names, kept, progress)
             for step in range(plan.steps):
                 rows, transfer_rows = plan.batch(step)
                 if offline and step % CHECK_EVERY == 0:
@@ -211,13 +219,13 @@ def fit(role: str, distiller: Distiller, data: TaskData, config: TrainConfig, ch
                 state["params"], state["rest"], state["opt"], losses = train_step(
                     state["params"], state["rest"], state["opt"], teacher_state, device_data,
                     jnp.asarray(rows), None if transfer_rows is None else jnp.asarray(transfer_rows), stored)
-                recorded.append(losses)
+                log.recorded.append(losses)
                 if (step + 1) % CHECK_EVERY == 0:
-                    check(step + 1 - CHECK_EVERY)  # the previous chunk: done by now, while this one runs
-            check(plan.steps)
+                    log.check(step + 1 - CHECK_EVERY)  # the previous chunk: done by now, while this one runs
+            log.check(plan.steps)
             nnx.update(distiller.trainee, state["params"], state["rest"])
             history.train_seconds += time.perf_counter() - started
-            means = np.mean(checked, axis=0).tolist()
+            means = np.mean(log.checked, axis=0).tolist()
             history.loss.append(dict(zip(["total", *distiller.part_names], means)))
             history.val.append(task_metrics(data.task, predict(distiller.student, x_val, config.eval_batch_size),
                                             data.val.y)[history.metric])
