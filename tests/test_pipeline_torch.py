@@ -52,9 +52,9 @@ def test_scratch_twin_trains_from_the_distilled_students_initial_weights(tmp_pat
         batches[role] = batches[id(distiller)] = []
         return fit(role, distiller, *args, **kwargs)
 
-    def recording_forward(distiller, x, y, teacher_out=None):
+    def recording_forward(distiller, x, y, teacher_out=None, share=None):
         batches[id(distiller)].append((len(x), len(y)))
-        return forward(distiller, x, y, teacher_out)
+        return forward(distiller, x, y, teacher_out, share)
 
     monkeypatch.setattr(pipeline_module, "fit", recording_fit)
     monkeypatch.setattr(Distiller, "forward", recording_forward)
