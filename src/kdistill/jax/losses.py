@@ -16,7 +16,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from kdistill.losses import LOSSES_BY_TASK
+from kdistill.losses import LOSSES_BY_TASK, by_name
 from kdistill.losses.reference import (
     NORMALIZE_EPS,
     PEARSON_EPS,
@@ -311,16 +311,5 @@ def task_loss(outputs: Array, targets: Array, task: str) -> Array:
     raise ValueError(f"task: unknown task {task!r}; expected one of {', '.join(LOSSES_BY_TASK)}")
 
 
-LOSS_FUNCTIONS: dict[str, Callable[..., Array]] = {
-    "kd": kd,
-    "soft_ce": soft_ce,
-    "binary_kd": binary_kd,
-    "mse": mse,
-    "listwise": listwise,
-    "hint": hint,
-    "attention": attention,
-    "dkd": dkd,
-    "dist": dist,
-    "hard": hard,
-}
+LOSS_FUNCTIONS: dict[str, Callable[..., Array]] = by_name(globals())
 """The catalogue's losses by name (``task`` is ``task_loss``)."""

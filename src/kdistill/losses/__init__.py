@@ -6,7 +6,9 @@ module per framework (``kdistill.torch.losses``, ...), each tested against the r
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -46,3 +48,12 @@ FEATURE_LOSSES = tuple(name for name, info in CATALOGUE.items() if info.inputs =
 LOSSES_BY_TASK: dict[str, tuple[str, ...]] = {
     task: tuple(name for name, info in CATALOGUE.items() if task in info.tasks) for task in _ALL
 }
+
+
+def by_name(namespace: Mapping[str, Any]) -> dict[str, Callable[..., Any]]:
+    """A backend's catalogue table: each catalogue name → the function of that name in
+    ``namespace`` (a losses module's ``globals()``); a missing loss is an error at import."""
+    missing = [name for name in CATALOGUE if not callable(namespace.get(name))]
+    if missing:
+        raise ImportError(f"{namespace.get('__name__')}: no function for loss(es) {', '.join(missing)}")
+    return {name: namespace[name] for name in CATALOGUE}

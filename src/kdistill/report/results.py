@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from kdistill.data.splits import TaskData
+from kdistill.report.latency import BATCH_SIZES, measure_latencies
 from kdistill.report.metrics import agreement, task_metrics
 from kdistill.store import StoreReader
 from kdistill.training import History
@@ -64,3 +66,32 @@ def stored_teacher_results(store: StoreReader, data: TaskData) -> tuple[np.ndarr
             results.append(measured_result(f"member {index + 1}: {Path(member).name}", data, member_outputs,
                                            teacher_outputs))
     return teacher_outputs, results
+
+
+@dataclass
+class Trained:
+    """A model a backend trained or loaded, ready to be measured: ``forward(size)`` runs it on
+    ``size`` test rows and returns once the device is done; ``test_outputs`` its raw test outputs."""
+
+    forward: Callable[[int], object]
+    test_outputs: np.ndarray
+    parameters: int
+    weights_file: Path
+    history: History | None
+
+
+def results_for(data: TaskData, trained: dict[str, Trained], store: StoreReader | None,
+                latency_repeats: int) -> list[ModelResult]:
+    """The report entries of a run: latency of every model taken side by side, test metrics, size
+    and agreement with the teacher — a store teacher (and its members) by their stored outputs."""
+    latencies = measure_latencies({role: model.forward for role, model in trained.items()}, BATCH_SIZES,
+                                  latency_repeats)
+    outputs = {role: model.test_outputs for role, model in trained.items()}
+    results = []
+    if store is not None:
+        outputs["teacher"], results = stored_teacher_results(store, data)
+    return results + [
+        measured_result(role, data, outputs[role], None if role == "teacher" else outputs["teacher"],
+                        model.parameters, model.weights_file.stat().st_size, latencies[role], model.history)
+        for role, model in trained.items()
+    ]

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from kdistill.backend_common import check_objective
 from kdistill.errors import KdistillError
 from kdistill.losses import CATALOGUE
 from kdistill.recipe import FeaturePair
@@ -43,16 +44,7 @@ class Distiller(nn.Module):
                  features: Sequence[FeaturePair] = (), probe: torch.Tensor | None = None, offline: bool = False):
         super().__init__()
         losses = dict(losses or {})
-        if losses and teacher is None and not offline:
-            raise KdistillError(f"losses {', '.join(losses)} need a teacher; none was given (offline=True: outputs come per batch)")
-        for name in losses:
-            if name not in LOSS_FUNCTIONS:
-                raise KdistillError(f"losses.{name}: unknown loss; allowed: {', '.join(LOSS_FUNCTIONS)}")
-        for name, weight in weights.items():
-            if name != "task" and name not in losses:
-                raise KdistillError(f"weights.{name}: no loss of that name in losses ({', '.join(losses) or 'none'})")
-            if not weight >= 0:
-                raise KdistillError(f"weights.{name}: {weight} is negative (weights must be >= 0)")
+        check_objective(weights, losses, LOSS_FUNCTIONS, teacher is not None or offline)
         self.student, self.task = student, task
         self.weights = {name: float(weight) for name, weight in weights.items() if weight > 0}
         self.losses = {name: dict(settings) for name, settings in losses.items() if name in self.weights}

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from kdistill.losses import LOSSES_BY_TASK
+from kdistill.losses import LOSSES_BY_TASK, by_name
 from kdistill.losses.reference import (
     NORMALIZE_EPS,
     PEARSON_EPS,
@@ -173,16 +173,5 @@ def task_loss(outputs: Tensor, targets: Tensor, task: str) -> Tensor:
     raise ValueError(f"task: unknown task {task!r}; expected one of {', '.join(LOSSES_BY_TASK)}")
 
 
-LOSS_FUNCTIONS: dict[str, Callable[..., Tensor]] = {
-    "kd": kd,
-    "soft_ce": soft_ce,
-    "binary_kd": binary_kd,
-    "mse": mse,
-    "listwise": listwise,
-    "hint": hint,
-    "attention": attention,
-    "dkd": dkd,
-    "dist": dist,
-    "hard": hard,
-}
+LOSS_FUNCTIONS: dict[str, Callable[..., Tensor]] = by_name(globals())
 """The catalogue's losses by name (``task`` is ``task_loss``)."""

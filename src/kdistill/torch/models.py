@@ -8,8 +8,6 @@ pickled module (``torch.save(model)``) is loaded too, for trusted files only.
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import json
 import os
 from pathlib import Path
@@ -19,6 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from kdistill.backend_common import factory_kwargs, resolve_factory, write_model_files
 from kdistill.data.splits import TaskData
 from kdistill.errors import KdistillError
 from kdistill.recipe import ModelConfig
@@ -27,35 +26,12 @@ from kdistill.torch.zoo import ZOO
 FORMAT = "kdistill.torch/1"
 
 
-def _factory(name: str, field: str):
-    if name in ZOO:
-        return ZOO[name]
-    if ":" not in name:
-        raise KdistillError(f"{field}.model: {name!r} is neither a zoo model ({', '.join(ZOO)}) nor 'pkg.module:factory'")
-    module_name, attribute = name.split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise KdistillError(f"{field}.model: cannot import module {module_name!r}: {error}") from None
-    if not callable(getattr(module, attribute, None)):
-        raise KdistillError(f"{field}.model: module {module_name!r} has no callable {attribute!r}")
-    return getattr(module, attribute)
-
-
-def _call_kwargs(factory, kwargs: dict[str, Any], data: TaskData) -> dict[str, Any]:
-    """The factory's keyword arguments: the recipe's, plus the data facts it asks for by name
-    (``input_shape``, ``output_dim``, and any ``data.meta`` key such as ``n_users``)."""
-    known = {"input_shape": list(data.input_shape), "output_dim": data.output_dim, **data.meta}
-    accepted = inspect.signature(factory).parameters
-    return {**{key: value for key, value in known.items() if key in accepted and key not in kwargs}, **kwargs}
-
-
 def build_model(config: ModelConfig, data: TaskData, field: str) -> tuple[nn.Module, dict[str, Any]]:
     """The model a recipe section describes, and the spec that rebuilds it (stored beside saved weights)."""
     if config.path is not None:
         return load_model(config.path, field), {"path": config.path}
-    factory = _factory(config.model, field)
-    kwargs = _call_kwargs(factory, dict(config.kwargs), data)
+    factory = resolve_factory(config.model, ZOO, field)
+    kwargs = factory_kwargs(factory, dict(config.kwargs), data)
     try:
         model = factory(**kwargs)
     except TypeError as error:
@@ -67,14 +43,8 @@ def build_model(config: ModelConfig, data: TaskData, field: str) -> tuple[nn.Mod
 
 def save_model(model: nn.Module, spec: dict[str, Any], stem: Path) -> Path:
     """Write ``stem.safetensors`` and ``stem.json`` atomically; returns the weights file."""
-    weights, sidecar = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-    for path, write in ((weights, lambda tmp: save_file(state, tmp, metadata={"format": FORMAT})),
-                        (sidecar, lambda tmp: Path(tmp).write_text(json.dumps(spec, indent=2)))):
-        tmp = path.with_name(path.name + ".tmp")
-        write(str(tmp))
-        os.replace(tmp, path)
-    return weights
+    return write_model_files(stem, lambda tmp: save_file(state, tmp, metadata={"format": FORMAT}), spec)
 
 
 def load_model(path: str | os.PathLike, field: str = "model") -> nn.Module:
@@ -93,7 +63,7 @@ def load_model(path: str | os.PathLike, field: str = "model") -> nn.Module:
     spec = json.loads(sidecar.read_text())
     if spec.get("format") != FORMAT:
         raise KdistillError(f"{field}.path: {str(sidecar)!r} has format {spec.get('format')!r}, expected {FORMAT!r}")
-    model = _factory(spec["model"], field)(**spec["kwargs"])
+    model = resolve_factory(spec["model"], ZOO, field)(**spec["kwargs"])
     try:
         model.load_state_dict(load_file(str(path)))
     except (RuntimeError, OSError) as error:

@@ -15,8 +15,7 @@ from torch import nn
 from kdistill.data.splits import TaskData
 from kdistill.errors import KdistillError
 from kdistill.recipe import Recipe
-from kdistill.report.latency import BATCH_SIZES, measure_latencies
-from kdistill.report.results import ModelResult, measured_result, stored_teacher_results
+from kdistill.report.results import ModelResult, Trained, results_for
 from kdistill.store.for_run import open_store_for
 from kdistill.torch import distributed
 from kdistill.torch.distiller import Distiller
@@ -140,17 +139,11 @@ class TorchPipeline:
         return teacher_file, history
 
     def _measure(self, measured: dict[str, tuple[nn.Module, Path, object]]) -> list[ModelResult]:
-        """Test metrics, size, agreement with the teacher, and latency taken side by side. A store
-        teacher is measured by its stored test outputs (no model: no size or latency)."""
+        """Test metrics, size, agreement with the teacher, and latency taken side by side
+        (:func:`kdistill.report.results.results_for`)."""
         x_test = tensors(self.data.test, self.device)[0]
-        models = {role: model for role, (model, _, _) in measured.items()}
-        latencies = measure_latencies(timed_forwards(models, x_test), BATCH_SIZES, self.recipe.compare.latency_repeats)
-        outputs = {role: predict(model, x_test, self.recipe.train.eval_batch_size) for role, model in models.items()}
-        results = []
-        if self.store is not None:
-            outputs["teacher"], results = stored_teacher_results(self.store, self.data)
-        return results + [
-            measured_result(role, self.data, outputs[role], None if role == "teacher" else outputs["teacher"],
-                            count_parameters(model), weights_file.stat().st_size, latencies[role], history)
-            for role, (model, weights_file, history) in measured.items()
-        ]
+        forwards = timed_forwards({role: model for role, (model, _, _) in measured.items()}, x_test)
+        trained = {role: Trained(forwards[role], predict(model, x_test, self.recipe.train.eval_batch_size),
+                                 count_parameters(model), weights_file, history)
+                   for role, (model, weights_file, history) in measured.items()}
+        return results_for(self.data, trained, self.store, self.recipe.compare.latency_repeats)
