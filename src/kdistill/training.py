@@ -2,8 +2,8 @@
 epoch, and the stop on a non-finite loss.
 
 The batch plan is numpy, so the Keras and JAX backends see the same batches for the same seed.
-(The PyTorch loop draws its order with ``torch.randperm`` instead; its recorded benchmarks depend
-on that order.)
+(The PyTorch loop fills the same :class:`EpochPlan` with orders drawn by ``torch.randperm``; its
+recorded benchmarks depend on those orders.)
 """
 
 from __future__ import annotations

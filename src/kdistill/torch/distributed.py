@@ -22,6 +22,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -46,6 +47,18 @@ class Ranks:
         """The factor that turns this rank's mean over ``local`` of ``total`` rows into its part of
         the global mean under DDP's gradient averaging: local / total · N."""
         return local / total * self.world_size
+
+    def split(self, rows: np.ndarray, transfer_rows: np.ndarray | None
+              ) -> tuple[np.ndarray, np.ndarray | None, dict[str, float]]:
+        """This rank's share of a global batch (training rows, transfer rows) and the factors of
+        the loss parts that average over the labeled rows and over all rows."""
+        labeled, unlabeled = len(rows), 0 if transfer_rows is None else len(transfer_rows)
+        rows = rows[slice(*self.bounds(labeled))]
+        if transfer_rows is not None:
+            transfer_rows = transfer_rows[slice(*self.bounds(unlabeled))]
+        local = len(rows) + (0 if transfer_rows is None else len(transfer_rows))
+        return rows, transfer_rows, {"labeled": self.share(len(rows), labeled),
+                                     "all": self.share(local, labeled + unlabeled)}
 
 
 def check_last_batch(train_samples: int, batch_size: int, processes: int) -> None:

@@ -28,7 +28,7 @@ from kdistill.recipe import AugmentConfig, TrainConfig
 from kdistill.report.metrics import PRIMARY, task_metrics
 from kdistill.torch import distributed
 from kdistill.torch.distiller import Distiller
-from kdistill.training import CHECK_EVERY, History, check_finite
+from kdistill.training import CHECK_EVERY, EpochPlan, History, check_finite
 
 def tensors(split: Split, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
     x = torch.from_numpy(np.ascontiguousarray(split.x)).to(device)
@@ -115,45 +115,31 @@ def fit(role: str, distiller: Distiller, data: TaskData, config: TrainConfig, de
             started = time.perf_counter()
             generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
             torch.manual_seed(config.seed * 1_000_003 + epoch)  # dropout
-            order = torch.randperm(len(x_train), generator=generator).to(device)
-            transfer_order = (torch.randperm(len(x_transfer), generator=generator).to(device)
-                              if x_transfer is not None else None)
+            plan = EpochPlan(torch.randperm(len(x_train), generator=generator).numpy(),
+                             torch.randperm(len(x_transfer), generator=generator).numpy() if x_transfer is not None
+                             else None, config.batch_size)
             distiller.student.train()
-            batch_ids = transfer_ids = None
-            if teacher_outputs is not None or augment is not None:  # sample ids in batch order
-                batch_ids = data.train.ids[order.cpu().numpy()]
-                transfer_ids = None if transfer_order is None else data.transfer.ids[transfer_order.cpu().numpy()]
             recorded: list[torch.Tensor] = []  # per step: [total, *parts], one stacked op
             for step in range(steps):
-                batch = slice(step * config.batch_size, (step + 1) * config.batch_size)
-                index, ids = order[batch], None if batch_ids is None else batch_ids[batch]
-                transfer_index = transfer_batch_ids = None
-                if transfer_order is not None:
-                    t_start = (step * config.batch_size) % len(x_transfer)
-                    t_batch = slice(t_start, t_start + config.batch_size)
-                    transfer_index = transfer_order[t_batch]
-                    transfer_batch_ids = None if transfer_ids is None else transfer_ids[t_batch]
+                rows, transfer_rows = plan.batch(step)
                 share = None
                 if ranks is not None:  # this rank's contiguous share of the global batch
-                    labeled, unlabeled = len(index), 0 if transfer_index is None else len(transfer_index)
-                    lo, hi = ranks.bounds(labeled)
-                    index, ids = index[lo:hi], None if ids is None else ids[lo:hi]
-                    if transfer_index is not None:
-                        t_lo, t_hi = ranks.bounds(unlabeled)
-                        transfer_index = transfer_index[t_lo:t_hi]
-                        transfer_batch_ids = None if transfer_batch_ids is None else transfer_batch_ids[t_lo:t_hi]
-                    share = {"labeled": ranks.share(hi - lo, labeled),
-                             "all": ranks.share(hi - lo + (0 if transfer_index is None else len(transfer_index)),
-                                                labeled + unlabeled)}
-                x, y = x_train[index], y_train[index]
-                if transfer_index is not None:
-                    x = torch.cat([x, x_transfer[transfer_index]])
-                    if ids is not None:
-                        ids = np.concatenate([ids, transfer_batch_ids])
-                teacher_out = views = None
-                if augment is not None:
+                    rows, transfer_rows, share = ranks.split(rows, transfer_rows)
+                ids = None
+                if teacher_outputs is not None or augment is not None:
+                    ids = data.train.ids[rows] if transfer_rows is None else \
+                        np.concatenate([data.train.ids[rows], data.transfer.ids[transfer_rows]])
+                index = torch.from_numpy(rows).to(device)
+                y, views, teacher_out = y_train[index], None, None
+                if augment is None:
+                    x = x_train[index]
+                    if transfer_rows is not None:
+                        x = torch.cat([x, x_transfer[torch.from_numpy(transfer_rows).to(device)]])
+                else:  # views drawn on the host from the numpy inputs: no device round trip
+                    inputs = data.train.x[rows] if transfer_rows is None else \
+                        np.concatenate([data.train.x[rows], data.transfer.x[transfer_rows]])
                     views = view_ids(config.seed, epoch, ids, stored_views)
-                    x = torch.from_numpy(augment_views(x.cpu().numpy(), ids, views, augment)).to(device)
+                    x = torch.from_numpy(augment_views(inputs, ids, views, augment)).to(device)
                 if teacher_outputs is not None:
                     teacher_out = torch.from_numpy(teacher_outputs(ids, views)).to(device)
                 total, parts = model(x, y, teacher_out, share)
