@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from dataclasses import dataclass
 from collections.abc import Callable
 from pathlib import Path
 
@@ -70,6 +71,46 @@ def _save_checkpoint(path: Path, state: dict) -> None:
     os.replace(tmp, path)
 
 
+@dataclass(frozen=True)
+class Batch:
+    """One step's rows of the training and transfer splits (this rank's share under DDP), the
+    loss-part factors of that share, and, where needed, the rows' sample ids and view ids."""
+
+    rows: np.ndarray
+    transfer_rows: np.ndarray | None
+    share: dict[str, float] | None
+    ids: np.ndarray | None
+    views: np.ndarray | None
+
+
+def epoch_batches(plan: EpochPlan, ranks: distributed.Ranks | None, data: TaskData, seed: int, epoch: int,
+                  offline: bool, augment: AugmentConfig | None, stored_views: int | None) -> list[Batch]:
+    """Every step of an epoch, worked out ahead (numpy only): rows, rank share, ids and views."""
+    batches = []
+    for step in range(plan.steps):
+        rows, transfer_rows = plan.batch(step)
+        share = None
+        if ranks is not None:
+            rows, transfer_rows, share = ranks.split(rows, transfer_rows)
+        ids = views = None
+        if offline or augment is not None:
+            ids = data.train.ids[rows] if transfer_rows is None else \
+                np.concatenate([data.train.ids[rows], data.transfer.ids[transfer_rows]])
+        if augment is not None:
+            views = view_ids(seed, epoch, ids, stored_views)
+        batches.append(Batch(rows, transfer_rows, share, ids, views))
+    return batches
+
+
+def _fetch_chunk(teacher_outputs: Callable[[np.ndarray, np.ndarray | None], np.ndarray], chunk: list[Batch],
+                 device: torch.device) -> tuple[torch.Tensor, ...]:
+    """The stored teacher outputs of several steps in one read and one copy, split per step."""
+    ids = np.concatenate([batch.ids for batch in chunk])
+    views = None if chunk[0].views is None else np.concatenate([batch.views for batch in chunk])
+    outputs = torch.from_numpy(teacher_outputs(ids, views)).to(device)
+    return torch.split(outputs, [len(batch.ids) for batch in chunk])
+
+
 def fit(role: str, distiller: Distiller, data: TaskData, config: TrainConfig, device: torch.device,
         checkpoint: Path | None = None, resume: bool = False,
         teacher_outputs: Callable[[np.ndarray, np.ndarray | None], np.ndarray] | None = None,
@@ -119,29 +160,23 @@ def fit(role: str, distiller: Distiller, data: TaskData, config: TrainConfig, de
                              torch.randperm(len(x_transfer), generator=generator).numpy() if x_transfer is not None
                              else None, config.batch_size)
             distiller.student.train()
+            batches = epoch_batches(plan, ranks, data, config.seed, epoch, teacher_outputs is not None, augment,
+                                    stored_views)
             recorded: list[torch.Tensor] = []  # per step: [total, *parts], one stacked op
-            for step in range(steps):
-                rows, transfer_rows = plan.batch(step)
-                share = None
-                if ranks is not None:  # this rank's contiguous share of the global batch
-                    rows, transfer_rows, share = ranks.split(rows, transfer_rows)
-                ids = None
-                if teacher_outputs is not None or augment is not None:
-                    ids = data.train.ids[rows] if transfer_rows is None else \
-                        np.concatenate([data.train.ids[rows], data.transfer.ids[transfer_rows]])
-                index = torch.from_numpy(rows).to(device)
-                y, views, teacher_out = y_train[index], None, None
+            for step, batch in enumerate(batches):
+                if teacher_outputs is not None and step % CHECK_EVERY == 0:  # one store read per chunk of steps
+                    stored = _fetch_chunk(teacher_outputs, batches[step:step + CHECK_EVERY], device)
+                index = torch.from_numpy(batch.rows).to(device)
+                y, share = y_train[index], batch.share
                 if augment is None:
                     x = x_train[index]
-                    if transfer_rows is not None:
-                        x = torch.cat([x, x_transfer[torch.from_numpy(transfer_rows).to(device)]])
+                    if batch.transfer_rows is not None:
+                        x = torch.cat([x, x_transfer[torch.from_numpy(batch.transfer_rows).to(device)]])
                 else:  # views drawn on the host from the numpy inputs: no device round trip
-                    inputs = data.train.x[rows] if transfer_rows is None else \
-                        np.concatenate([data.train.x[rows], data.transfer.x[transfer_rows]])
-                    views = view_ids(config.seed, epoch, ids, stored_views)
-                    x = torch.from_numpy(augment_views(inputs, ids, views, augment)).to(device)
-                if teacher_outputs is not None:
-                    teacher_out = torch.from_numpy(teacher_outputs(ids, views)).to(device)
+                    inputs = data.train.x[batch.rows] if batch.transfer_rows is None else \
+                        np.concatenate([data.train.x[batch.rows], data.transfer.x[batch.transfer_rows]])
+                    x = torch.from_numpy(augment_views(inputs, batch.ids, batch.views, augment)).to(device)
+                teacher_out = None if teacher_outputs is None else stored[step % CHECK_EVERY]
                 total, parts = model(x, y, teacher_out, share)
                 optimizer.zero_grad(set_to_none=True)
                 total.backward()
