@@ -40,6 +40,24 @@ def factory_kwargs(factory: Callable, kwargs: dict[str, Any], data: TaskData, **
     return {**{key: value for key, value in known.items() if key in accepted and key not in kwargs}, **kwargs}
 
 
+def build_from_factory(config_model: str, zoo: Mapping[str, Callable], kwargs: dict[str, Any], data: TaskData,
+                       field: str, model_type: type, type_name: str,
+                       call: Callable[[Callable, dict[str, Any]], Any] | None = None,
+                       **facts: Any) -> tuple[Any, dict[str, Any]]:
+    """The model of a recipe's ``model``/``kwargs`` (a zoo name or ``pkg.module:factory``) and the
+    keyword arguments it was built with; ``call(factory, kwargs)`` builds it (default: a plain
+    call). A factory that rejects its arguments or returns no ``model_type`` is a named error."""
+    factory = resolve_factory(config_model, zoo, field)
+    kwargs = factory_kwargs(factory, kwargs, data, **facts)
+    try:
+        model = factory(**kwargs) if call is None else call(factory, kwargs)
+    except TypeError as error:
+        raise KdistillError(f"{field}.kwargs: {config_model} rejected {kwargs}: {error}") from None
+    if not isinstance(model, model_type):
+        raise KdistillError(f"{field}.model: {config_model} returned {type(model).__name__}, not a {type_name}")
+    return model, kwargs
+
+
 def check_objective(weights: Mapping[str, float], losses: Mapping[str, Any], catalogue: Iterable[str],
                     has_teacher: bool) -> None:
     """A distiller's losses and named weights: every loss known and given a teacher (or offline

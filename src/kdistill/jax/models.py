@@ -21,7 +21,7 @@ import numpy as np
 from flax import nnx
 from safetensors.numpy import load_file, save_file
 
-from kdistill.backend_common import factory_kwargs, resolve_factory, write_model_files
+from kdistill.backend_common import build_from_factory, resolve_factory, write_model_files
 from kdistill.data.splits import TaskData
 from kdistill.errors import KdistillError
 from kdistill.jax.zoo import ZOO
@@ -34,14 +34,8 @@ def build_model(config: ModelConfig, data: TaskData, field: str, seed: int) -> t
     """The model a recipe section describes, and the spec that rebuilds it (stored beside saved weights)."""
     if config.path is not None:
         return load_model(config.path, field), {"path": config.path}
-    factory = resolve_factory(config.model, ZOO, field)
-    kwargs = factory_kwargs(factory, dict(config.kwargs), data, seed=seed)
-    try:
-        model = _instantiate(factory, kwargs, seed)
-    except TypeError as error:
-        raise KdistillError(f"{field}.kwargs: {config.model} rejected {kwargs}: {error}") from None
-    if not isinstance(model, nnx.Module):
-        raise KdistillError(f"{field}.model: {config.model} returned {type(model).__name__}, not a flax.nnx.Module")
+    model, kwargs = build_from_factory(config.model, ZOO, dict(config.kwargs), data, field, nnx.Module, "flax.nnx.Module",
+                                       lambda factory, kwargs: _instantiate(factory, kwargs, seed), seed=seed)
     return model, {"format": FORMAT, "model": config.model, "kwargs": kwargs}
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import keras
 
-from kdistill.backend_common import factory_kwargs, resolve_factory
+from kdistill.backend_common import build_from_factory
 from kdistill.data.splits import TaskData
 from kdistill.errors import KdistillError
 from kdistill.keras.zoo import ZOO
@@ -20,15 +20,7 @@ def build_model(config: ModelConfig, data: TaskData, field: str) -> keras.Model:
     recipe's kwargs plus the data facts it asks for by name (``input_shape``, ``output_dim``, ...)."""
     if config.path is not None:
         return load_model(config.path, field)
-    factory = resolve_factory(config.model, ZOO, field)
-    kwargs = factory_kwargs(factory, dict(config.kwargs), data)
-    try:
-        model = factory(**kwargs)
-    except TypeError as error:
-        raise KdistillError(f"{field}.kwargs: {config.model} rejected {kwargs}: {error}") from None
-    if not isinstance(model, keras.Model):
-        raise KdistillError(f"{field}.model: {config.model} returned {type(model).__name__}, not a keras.Model")
-    return model
+    return build_from_factory(config.model, ZOO, dict(config.kwargs), data, field, keras.Model, "keras.Model")[0]
 
 
 def save_model(model: keras.Model, path: Path) -> Path:

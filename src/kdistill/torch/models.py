@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from kdistill.backend_common import factory_kwargs, resolve_factory, write_model_files
+from kdistill.backend_common import build_from_factory, resolve_factory, write_model_files
 from kdistill.data.splits import TaskData
 from kdistill.errors import KdistillError
 from kdistill.recipe import ModelConfig
@@ -30,14 +30,7 @@ def build_model(config: ModelConfig, data: TaskData, field: str) -> tuple[nn.Mod
     """The model a recipe section describes, and the spec that rebuilds it (stored beside saved weights)."""
     if config.path is not None:
         return load_model(config.path, field), {"path": config.path}
-    factory = resolve_factory(config.model, ZOO, field)
-    kwargs = factory_kwargs(factory, dict(config.kwargs), data)
-    try:
-        model = factory(**kwargs)
-    except TypeError as error:
-        raise KdistillError(f"{field}.kwargs: {config.model} rejected {kwargs}: {error}") from None
-    if not isinstance(model, nn.Module):
-        raise KdistillError(f"{field}.model: {config.model} returned {type(model).__name__}, not a torch.nn.Module")
+    model, kwargs = build_from_factory(config.model, ZOO, dict(config.kwargs), data, field, nn.Module, "torch.nn.Module")
     return model, {"format": FORMAT, "model": config.model, "kwargs": kwargs}
 
 
