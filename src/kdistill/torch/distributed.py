@@ -16,6 +16,7 @@ CPU, ``nccl`` on CUDA devices. The process group is destroyed on every exit path
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import subprocess
@@ -88,7 +89,10 @@ def setup(device: torch.device) -> Ranks | None:
 
 
 def teardown() -> None:
+    """Destroy the process group, after collecting the DDP wrappers of finished fits: a wrapper
+    freed only at interpreter exit, after its group is gone, aborts the process."""
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 

@@ -96,7 +96,9 @@ class TorchPipeline:
         torchrun every rank trains its share and rank 0 alone saves, measures and returns results."""
         try:
             distributed.setup(self.device)
-            return self._execute(out, resume)
+            results = self._execute(out, resume)
+            distributed.barrier()  # every rank leaves together: none tears down while rank 0 still measures
+            return results
         finally:
             distributed.teardown()
 
