@@ -169,6 +169,9 @@ class TrainConfig(StrictModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     eval_batch_size: int = Field(1024, ge=1)
     progress: bool = True
+    data_parallel: bool = False
+    """JAX: shard every batch over all ``jax.devices()`` (a Mesh; parameters replicated).
+    PyTorch uses ``kdistill run --nproc N`` (torchrun) instead."""
 
     @field_validator("temperature")
     @classmethod
@@ -243,6 +246,9 @@ class Recipe(StrictModel):
         if self.data.augment is not None and self.backend != "torch":
             raise ValueError(f"data.augment: augmentation views run on the torch backend in this version, not "
                              f"{self.backend!r}; drop data.augment or use backend: torch")
+        if self.train.data_parallel and self.backend != "jax":
+            raise ValueError(f"train.data_parallel: sharding over devices is for backend jax, not {self.backend!r} "
+                             f"(PyTorch: kdistill run --nproc N)")
         if self.features and self.teacher.store is not None:
             raise ValueError("features: feature losses need the teacher model; teacher.store holds its outputs only")
         for index, pair in enumerate(self.features):

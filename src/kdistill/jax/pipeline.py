@@ -80,7 +80,8 @@ class JaxPipeline:
     def environment(self) -> dict:
         """Versions and device for the report."""
         return {"jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__,
-                "device": str(self.device)}
+                "device": str(self.device),
+                "data_parallel_devices": len(jax.devices()) if self.recipe.train.data_parallel else 1}
 
     def _check_output_shape(self, model: nnx.Module, field: str) -> None:
         """The output width on a few rows must be the data's (abstract evaluation: nothing compiled)."""

@@ -31,6 +31,7 @@ from flax import nnx
 from kdistill.data.splits import TaskData
 from kdistill.errors import KdistillError
 from kdistill.jax.distiller import Distiller, eval_view, train_view
+from kdistill.jax.parallel import DataParallel
 from kdistill.progress import epoch_progress
 from kdistill.recipe import TrainConfig
 from kdistill.report.metrics import PRIMARY, task_metrics
@@ -190,6 +191,8 @@ def fit(role: str, distiller: Distiller, data: TaskData, config: TrainConfig, ch
     device_data = (jnp.asarray(data.train.x), jnp.asarray(data.train.y),
                    jnp.asarray(data.transfer.x) if with_transfer else None)
     x_val = jnp.asarray(data.val.x)
+    parallel = DataParallel() if config.data_parallel else None
+    place_rows = jnp.asarray if parallel is None else parallel.rows
     n_transfer = len(data.transfer) if with_transfer else None
     steps = epoch_plan(config.seed, 0, len(data.train), n_transfer, config.batch_size).steps
     optimizer = make_optimizer(config, steps * config.epochs)
@@ -203,6 +206,8 @@ def fit(role: str, distiller: Distiller, data: TaskData, config: TrainConfig, ch
     if resume and store is not None and (restored := store.restore(state)) is not None:
         last_epoch, state, history = restored
         start_epoch = last_epoch + 1
+    if parallel is not None:  # everything but the batch rows lives whole on every device
+        device_data, state, teacher_state = parallel.replicate((device_data, state, teacher_state))
 
     with epoch_progress(role, config.epochs, steps, enabled=config.progress) as progress:
         progress.skip(start_epoch)
@@ -218,7 +223,7 @@ def fit(role: str, distiller: Distiller, data: TaskData, config: TrainConfig, ch
                 stored = (chunk, starts[step % CHECK_EVERY]) if offline else None
                 state["params"], state["rest"], state["opt"], losses = train_step(
                     state["params"], state["rest"], state["opt"], teacher_state, device_data,
-                    jnp.asarray(rows), None if transfer_rows is None else jnp.asarray(transfer_rows), stored)
+                    place_rows(rows), None if transfer_rows is None else place_rows(transfer_rows), stored)
                 log.recorded.append(losses)
                 if (step + 1) % CHECK_EVERY == 0:
                     log.check(step + 1 - CHECK_EVERY)  # the previous chunk: done by now, while this one runs
