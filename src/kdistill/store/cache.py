@@ -42,8 +42,8 @@ def check_cacheable(recipe: Recipe, views: int | None) -> None:
 
 def store_settings(recipe: Recipe, data: TaskData, backend: str, spec: dict[str, Any], *, dtype: str,
                    k: int | None, views: int | None, shard_size: int) -> dict[str, Any]:
-    """The store settings (:func:`kdistill.store.writer.new_manifest`) of caching ``teacher.path``."""
-    check_cacheable(recipe, views)
+    """The store settings (:func:`kdistill.store.writer.new_manifest`) of caching ``teacher.path``
+    (checked first with :func:`check_cacheable`)."""
     path = Path(recipe.teacher.path)
     return {"num_classes": data.output_dim, "dataset_fingerprint": data.fingerprint(), "dtype": dtype, "k": k,
             "views": views, "augment": None if views is None else recipe.data.augment.model_dump(),
