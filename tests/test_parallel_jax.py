@@ -51,9 +51,9 @@ def test_two_cpu_devices_give_the_one_device_student(tmp_path):
     assert facts["max_diff"] < 1e-5  # up to float summation order
 
 
-def test_data_parallel_is_refused_for_other_backends():
+def test_data_parallel_is_refused_for_torch():
     from kdistill.errors import KdistillError
     from kdistill.recipe import load_recipe
 
-    with pytest.raises(KdistillError, match="train.data_parallel: sharding over devices is for backend jax, not 'torch'"):
+    with pytest.raises(KdistillError, match="train.data_parallel: sharding over devices is for backends jax and keras, not .torch."):
         load_recipe(None, ["train.data_parallel=true"])

@@ -170,8 +170,9 @@ class TrainConfig(StrictModel):
     eval_batch_size: int = Field(1024, ge=1)
     progress: bool = True
     data_parallel: bool = False
-    """JAX: shard every batch over all ``jax.devices()`` (a Mesh; parameters replicated).
-    PyTorch uses ``kdistill run --nproc N`` (torchrun) instead."""
+    """JAX: shard every batch over all ``jax.devices()`` (a Mesh; parameters replicated). Keras:
+    ``keras.distribution.DataParallel`` on the JAX backend, ``tf.distribute.MirroredStrategy`` on
+    TensorFlow. PyTorch uses ``kdistill run --nproc N`` (torchrun) instead."""
 
     @field_validator("temperature")
     @classmethod
@@ -246,8 +247,8 @@ class Recipe(StrictModel):
         if self.data.augment is not None and self.backend != "torch":
             raise ValueError(f"data.augment: augmentation views run on the torch backend in this version, not "
                              f"{self.backend!r}; drop data.augment or use backend: torch")
-        if self.train.data_parallel and self.backend != "jax":
-            raise ValueError(f"train.data_parallel: sharding over devices is for backend jax, not {self.backend!r} "
+        if self.train.data_parallel and self.backend == "torch":
+            raise ValueError("train.data_parallel: sharding over devices is for backends jax and keras, not 'torch' "
                              f"(PyTorch: kdistill run --nproc N)")
         if self.features and self.teacher.store is not None:
             raise ValueError("features: feature losses need the teacher model; teacher.store holds its outputs only")
