@@ -14,6 +14,7 @@ from kdistill.data.augment import augment, view_ids
 from kdistill.errors import KdistillError
 from kdistill.recipe import AugmentConfig, load_recipe, recipe_from_dict
 from kdistill.store import StoreReader, StoreWriter
+from kdistill.store.for_run import open_store_for
 
 SHIFT_FLIP = AugmentConfig(shift=2, flip=True, seed=5)
 
@@ -137,7 +138,7 @@ def test_training_replays_the_cached_view_the_student_sees(tmp_path, image_array
 
     store_recipe = recipe_from_dict(raw, [*FAST, "teacher.model=null", f"teacher.store={tmp_path / 'store'}",
                                           "compare.scratch=false"])
-    pipeline = TorchPipeline(store_recipe, data)
+    pipeline, store = TorchPipeline(store_recipe, data), open_store_for(store_recipe, data)
     steps = []
     original_forward = pipeline.distiller.forward
 
@@ -147,8 +148,8 @@ def test_training_replays_the_cached_view_the_student_sees(tmp_path, image_array
 
     pipeline.distiller.forward = recording_forward
     trainer_module.fit("distilled", pipeline.distiller, data, store_recipe.train, torch.device("cpu"),
-                       teacher_outputs=pipeline.store.fetch, augment=store_recipe.data.augment,
-                       stored_views=pipeline.store.manifest.views)
+                       teacher_outputs=store.fetch, augment=store_recipe.data.augment,
+                       stored_views=store.manifest.views)
     assert len(steps) >= 4
     with torch.no_grad():
         for x, teacher_out in steps:

@@ -99,7 +99,7 @@ def test_scratch_twin_trains_from_the_distilled_students_initial_parameters(jax_
     assert [result.role for result in results] == ["teacher", "distilled", "scratch"]
     assert same_params(starts["distilled"][0], initial) and same_params(starts["scratch"][0], initial)
     assert not same_params(params_of(pipeline.student), initial)  # trained; the twin did not start there
-    assert starts["distilled"][1:] == (pipeline.recipe.weights, pipeline.teacher)
+    assert starts["distilled"][1:] == (pipeline.recipe.weights, pipeline.teacher.model)
     assert starts["scratch"][1:] == ({"task": 1.0}, None)
     # unlabeled transfer rows join only the batches of a distillation loss
     assert all(rows > labeled for rows, labeled in batches[tuple(pipeline.recipe.weights)])
@@ -245,7 +245,7 @@ def test_feature_losses_on_a_model_without_named_layers_are_refused(tmp_path, kd
 
 def test_a_pure_function_teacher_distills_exactly_as_its_module(jax_run, tmp_path):
     pipeline = build(trained_teacher(jax_run), "train.epochs=1")
-    teacher = pipeline.teacher
+    teacher = pipeline.teacher.model
     graphdef, state = nnx.split(eval_view(teacher))  # the teacher's dropout off, as the distiller runs a module
     as_function = partial(jitted_forward, graphdef, state)  # x -> logits, no module
     students = {}

@@ -16,6 +16,7 @@ from torch import nn  # noqa: E402
 from kdistill.data import load_task_data  # noqa: E402
 from kdistill.recipe import load_recipe, recipe_from_dict  # noqa: E402
 from kdistill.torch import pipeline as pipeline_module  # noqa: E402
+from kdistill.torch import teacher as teacher_module  # noqa: E402
 from kdistill.torch.distiller import Distiller  # noqa: E402
 from kdistill.report.metrics import ndcg_at_k  # noqa: E402
 from kdistill.torch.models import load_model  # noqa: E402
@@ -57,6 +58,7 @@ def test_scratch_twin_trains_from_the_distilled_students_initial_weights(tmp_pat
         return forward(distiller, x, y, teacher_out, share)
 
     monkeypatch.setattr(pipeline_module, "fit", recording_fit)
+    monkeypatch.setattr(teacher_module, "fit", recording_fit)
     monkeypatch.setattr(Distiller, "forward", recording_forward)
     results = pipeline.execute(tmp_path, resume=False)
 
@@ -66,7 +68,7 @@ def test_scratch_twin_trains_from_the_distilled_students_initial_weights(tmp_pat
     assert same_state(distilled_start, initial) and same_state(scratch_start, initial)
     assert not same_state(pipeline.student.state_dict(), initial)  # the student trained; the twin did not start there
     assert same_state(pipeline.initial_student, initial)  # the snapshot is not a view of the trained weights
-    assert distilled_weights == recipe.weights and distilled_teacher is pipeline.teacher
+    assert distilled_weights == recipe.weights and distilled_teacher is pipeline.teacher.model
     assert scratch_weights == {"task": 1.0} and scratch_teacher is None  # task loss only
 
     # unlabeled transfer rows join only the batches of a distillation loss
@@ -79,7 +81,7 @@ def test_student_initialisation_depends_on_the_seed_not_on_the_teacher():
     other_teacher = build(load_recipe(None, [*FAST, "teacher.kwargs.hidden=[32]"]))
     other_seed = build(load_recipe(None, [*FAST, "train.seed=1"]))
     assert same_state(base.initial_student, other_teacher.initial_student)
-    assert not same_state(base.teacher.state_dict(), other_teacher.teacher.state_dict())
+    assert not same_state(base.teacher.model.state_dict(), other_teacher.teacher.model.state_dict())
     assert not same_state(base.initial_student, other_seed.initial_student)
 
 
@@ -105,7 +107,7 @@ def test_hint_distillation_trains_a_linear_adapter_of_the_right_shape(tmp_path):
     pipeline = build(recipe_from_dict(raw, FAST))
     adapter = pipeline.distiller.adapters["0"]
     assert isinstance(adapter, nn.Linear)
-    widths = (pipeline.student.fc1.out_features, pipeline.teacher.fc2.out_features)  # student fc1 → teacher fc2
+    widths = (pipeline.student.fc1.out_features, pipeline.teacher.model.fc2.out_features)  # student fc1 → teacher fc2
     assert (adapter.in_features, adapter.out_features) == widths
     assert adapter.in_features != adapter.out_features  # a real width change, not an identity-shaped map
     before = snapshot(adapter.state_dict())

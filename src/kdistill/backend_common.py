@@ -1,6 +1,7 @@
-"""What every backend shares around its models, framework-free: finding a factory by recipe name
-and calling it with the data facts it asks for, writing a saved model's two files, and the checks
-of a distiller's objective and of a model's output shape (so their errors read the same)."""
+"""What every backend shares around its models, framework-free: importing a backend's module only
+when it is needed, finding a factory by recipe name and calling it with the data facts it asks
+for, writing a saved model's two files, and the checks of a distiller's objective and of a
+model's output shape (so their errors read the same)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,18 @@ from typing import Any
 
 from kdistill.data.splits import TaskData
 from kdistill.errors import KdistillError
+
+EXTRAS = {"torch": "torch", "keras": "tensorflow", "jax": "jax"}  # backend → the pip extra that installs it
+
+
+def import_backend(backend: str, module: str) -> Any:
+    """``kdistill.BACKEND.MODULE``, imported only now (``import kdistill`` loads no framework); a
+    missing framework is a named error that says which extra installs it."""
+    try:
+        return importlib.import_module(f"kdistill.{backend}.{module}")
+    except ImportError as error:
+        raise KdistillError(f"backend: {backend!r} needs {error.name or error}; "
+                            f"pip install 'kdistill[{EXTRAS[backend]}]'") from None
 
 
 def resolve_factory(name: str, zoo: Mapping[str, Callable], field: str) -> Callable:

@@ -123,10 +123,18 @@ class TeacherTraining(StrictModel):
     weight_decay: float | None = Field(None, ge=0)
 
 
+Backend = Literal["torch", "keras", "jax"]
+
+
 class TeacherConfig(ModelConfig):
     """The teacher: a model (trained here unless ``path`` gives trained weights), or ``store``, a
-    soft-target store written by ``kdistill cache`` — then no teacher runs during training."""
+    soft-target store written by ``kdistill cache`` — then no teacher runs during training.
 
+    ``backend`` names the teacher's framework when it is not the student's (the recipe's
+    ``backend``): the teacher is trained (or loaded) in its own framework and its outputs cached
+    to ``OUT/teacher-store``, from which the student distills."""
+
+    backend: Backend | None = None
     train: TeacherTraining = TeacherTraining()
     store: str | None = None
 
@@ -134,6 +142,9 @@ class TeacherConfig(ModelConfig):
     def _has_source(self) -> "TeacherConfig":
         if self.store is not None and (self.model is not None or self.path is not None):
             raise ValueError("give either store (cached outputs) or model/path, not both")
+        if self.store is not None and self.backend is not None:
+            raise ValueError(f"backend: {self.backend!r} names the framework of a teacher model; a store is read by "
+                             "every framework (drop teacher.backend)")
         if self.store is None and self.model is None and self.path is None:
             raise ValueError("give model (zoo name or 'pkg.module:factory'), path (a saved model) or store")
         return self
@@ -196,7 +207,7 @@ class Recipe(StrictModel):
     supervised loss on true labels (CE / BCE / MSE / ListNet by task)."""
 
     name: str = "kdistill"
-    backend: Literal["torch", "keras", "jax"] = "torch"
+    backend: Backend = "torch"
     task: Literal["classification", "binary", "regression", "ranking"] = "classification"
     data: DataConfig = DataConfig()
     teacher: TeacherConfig
@@ -249,13 +260,26 @@ class Recipe(StrictModel):
                              f"{self.backend!r}; drop data.augment or use backend: torch")
         if self.train.data_parallel and self.backend == "torch":
             raise ValueError("train.data_parallel: sharding over devices is for backends jax and keras, not 'torch' "
-                             f"(PyTorch: kdistill run --nproc N)")
+                             "(PyTorch: kdistill run --nproc N)")
         if self.features and self.teacher.store is not None:
             raise ValueError("features: feature losses need the teacher model; teacher.store holds its outputs only")
+        if self.foreign_teacher:
+            if self.features:
+                raise ValueError(f"features: feature losses need the teacher in the student's framework "
+                                 f"({self.backend!r}); teacher.backend {self.teacher.backend!r} teaches through its outputs")
+            if self.data.augment is not None:
+                raise ValueError(f"data.augment: a teacher of another framework (teacher.backend "
+                                 f"{self.teacher.backend!r}) is cached once, without views; drop data.augment, or cache "
+                                 f"views with kdistill cache --views and give teacher.store")
         for index, pair in enumerate(self.features):
             if pair.loss not in self.losses:
                 raise ValueError(f"features.{index}.loss: {pair.loss!r} is not in losses; add it with a weight")
         return self
+
+    @property
+    def foreign_teacher(self) -> bool:
+        """Is the teacher a model of another framework than the student's?"""
+        return self.teacher.backend is not None and self.teacher.backend != self.backend
 
     def loss_settings(self, name: str) -> dict[str, float]:
         """The keyword arguments a loss runs with: its own settings; a temperature it takes but

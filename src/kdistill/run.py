@@ -7,39 +7,40 @@ a directory with ``report.json`` and no ``INCOMPLETE`` is a finished run.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
-import importlib
 import platform
 from pathlib import Path
 
 import yaml
 
+from kdistill.backend_common import import_backend
+from kdistill.cross_framework import ForeignTeacher, student_side
 from kdistill.data import load_task_data
 from kdistill.errors import KdistillError
 from kdistill.ranks import is_main_process
 from kdistill.recipe import Recipe
+from kdistill.report.results import ModelResult
 from kdistill.report.write import write_report
+from kdistill.store.for_run import open_store_for
 
 MARKER = "INCOMPLETE"
 
-
-# backend → (module, pipeline class, extra that installs it)
-PIPELINES = {
-    "torch": ("kdistill.torch.pipeline", "TorchPipeline", "torch"),
-    "keras": ("kdistill.keras.pipeline", "KerasPipeline", "tensorflow"),
-    "jax": ("kdistill.jax.pipeline", "JaxPipeline", "jax"),
-}
+PIPELINES = {"torch": "TorchPipeline", "keras": "KerasPipeline", "jax": "JaxPipeline"}  # in kdistill.BACKEND.pipeline
 
 
 def _pipeline(recipe: Recipe, data):
     """The backend's pipeline, imported only now: ``import kdistill`` loads no framework."""
-    module_name, class_name, extra = PIPELINES[recipe.backend]
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise KdistillError(f"backend: {recipe.backend!r} needs {error.name or error}; "
-                            f"pip install 'kdistill[{extra}]'") from None
-    return getattr(module, class_name)(recipe, data)
+    return getattr(import_backend(recipe.backend, "pipeline"), PIPELINES[recipe.backend])(recipe, data)
+
+
+def _with_teacher_training(results: list[ModelResult], foreign: ForeignTeacher, teacher_file: Path,
+                           history) -> list[ModelResult]:
+    """A foreign teacher is scored from its store; add what its own framework knew of it."""
+    return [dataclasses.replace(result, parameters=foreign.teacher.parameters, size_bytes=teacher_file.stat().st_size,
+                                val_history=[] if history is None else list(history.val),
+                                train_seconds=None if history is None else history.train_seconds)
+            if result.role == "teacher" else result for result in results]
 
 
 def _environment(recipe: Recipe, pipeline) -> dict:
@@ -87,7 +88,10 @@ def run(recipe: Recipe, out: str | Path | None = None, resume: bool = False, ove
     """Run a recipe end to end; returns the output directory and the report."""
     directory = output_dir(recipe, out, resume, overwrite)
     data = load_task_data(recipe.data, recipe.task)
-    pipeline = _pipeline(recipe, data)  # builds and checks models: may fail, writes nothing
+    # build and check every model (and the store) first: may fail, writes nothing
+    foreign = ForeignTeacher(recipe, data) if recipe.foreign_teacher else None
+    store = open_store_for(recipe, data) if recipe.teacher.store is not None else None
+    pipeline = _pipeline(recipe if foreign is None else student_side(recipe, directory), data)
     _check_same_recipe(directory, recipe, resume)
     directory.mkdir(parents=True, exist_ok=True)
     marker = directory / MARKER
@@ -98,7 +102,12 @@ def run(recipe: Recipe, out: str | Path | None = None, resume: bool = False, ove
         for stale in ("report.json", "report.md"):
             (directory / stale).unlink(missing_ok=True)
     try:
-        results = pipeline.execute(directory, resume)
+        if foreign is not None:  # the teacher, in its own framework, writes the store the student reads
+            teacher_file, history = foreign.cache(directory, resume)
+            store = open_store_for(student_side(recipe, directory), data)
+        results = pipeline.execute(directory, resume, store)
+        if foreign is not None:
+            results = _with_teacher_training(results, foreign, teacher_file, history)
         if not main:
             return directory, {}
         data_info = {"name": data.name, "fingerprint": data.fingerprint(), "train": len(data.train),

@@ -13,16 +13,17 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from kdistill.backend_common import check_output_shape
 from kdistill.data.splits import TaskData
 from kdistill.errors import KdistillError
-from kdistill.jax.distiller import Distiller, eval_view, probe_shapes
+from kdistill.jax.distiller import Distiller, eval_view
 from kdistill.jax.models import build_model, count_parameters, save_model
+from kdistill.jax.teacher import Teacher, check_outputs
 from kdistill.jax.trainer import fit, jitted_forward, predict
 from kdistill.recipe import Recipe
 from kdistill.report.latency import BATCH_SIZES
 from kdistill.report.results import ModelResult, Trained, results_for
-from kdistill.store.for_run import open_store_for
+from kdistill.store import StoreReader
+from kdistill.store.for_run import check_store_given
 
 
 def choose_device(name: str) -> jax.Device:
@@ -59,21 +60,18 @@ class JaxPipeline:
     def __init__(self, recipe: Recipe, data: TaskData):
         self.recipe, self.data = recipe, data
         self.device = choose_device(recipe.train.device)
+        self.offline = recipe.teacher.store is not None
         with jax.default_device(self.device):
-            self.store = None if recipe.teacher.store is None else open_store_for(recipe, data)
-            self.teacher = None
             self.probe = jnp.asarray(data.train.x[:4])
-            if self.store is None:
-                self.teacher, self.teacher_spec = build_model(recipe.teacher, data, "teacher",
-                                                              recipe.teacher_training().seed)
-                self._check_output_shape(self.teacher, "teacher")
+            self.teacher = None if self.offline else Teacher(recipe, data, self.probe)
             self.student, self.student_spec = build_model(recipe.student, data, "student", recipe.train.seed)
-            self._check_output_shape(self.student, "student")
+            check_outputs(self.student, self.probe, data, "student")
             self.scratch = copied(self.student)
             self.distiller = Distiller(
                 self.student, recipe.task, recipe.weights,
                 {name: recipe.loss_settings(name) for name in recipe.losses},
-                teacher=self.teacher, features=recipe.features, probe=self.probe, offline=self.store is not None,
+                teacher=None if self.teacher is None else self.teacher.model, features=recipe.features,
+                probe=self.probe, offline=self.offline,
                 seed=recipe.train.seed,
             )
 
@@ -83,41 +81,28 @@ class JaxPipeline:
                 "device": str(self.device),
                 "data_parallel_devices": len(jax.devices()) if self.recipe.train.data_parallel else 1}
 
-    def _check_output_shape(self, model: nnx.Module, field: str) -> None:
-        """The output width on a few rows must be the data's (abstract evaluation: nothing compiled)."""
-        try:
-            shape = tuple(probe_shapes(model, self.probe)[0].shape[1:])
-        except Exception as error:  # the user's model rejected the data: say which and why
-            raise KdistillError(f"{field}: forward pass on inputs {tuple(self.probe.shape[1:])} failed: {error}") from None
-        check_output_shape(field, shape, self.data)
-
-    def execute(self, out: Path, resume: bool) -> list[ModelResult]:
+    def execute(self, out: Path, resume: bool, store: StoreReader | None = None) -> list[ModelResult]:
+        """Train teacher (unless given), distilled student and scratch twin; measure them. An
+        offline run reads ``store`` (``teacher.store``, opened and checked by the caller)."""
+        check_store_given(self.offline, store)
         with jax.default_device(self.device):
             checkpoints = out / "checkpoints"
             checkpoints.mkdir(parents=True, exist_ok=True)
             measured: dict[str, tuple[nnx.Module, Path, object]] = {}
             if self.teacher is not None:
-                measured["teacher"] = (self.teacher, *self._prepare_teacher(out, checkpoints, resume))
+                measured["teacher"] = (self.teacher.model, *self.teacher.prepare(out, checkpoints, resume))
             history = fit("distilled", self.distiller, self.data, self.recipe.train, checkpoints / "distilled",
-                          resume, None if self.store is None else self.store.fetch)
+                          resume, None if store is None else store.fetch)
             measured["distilled"] = (self.student, save_model(self.student, self.student_spec, out / "student"), history)
             if self.recipe.compare.scratch:
                 twin = Distiller(self.scratch, self.recipe.task, {"task": 1.0})
                 history = fit("scratch", twin, self.data, self.recipe.train, checkpoints / "scratch", resume)
                 measured["scratch"] = (self.scratch, save_model(self.scratch, self.student_spec, checkpoints / "scratch"),
                                        history)
-            return self._measure(measured)
+            return self._measure(measured, store)
 
-    def _prepare_teacher(self, out: Path, checkpoints: Path, resume: bool) -> tuple[Path, object]:
-        """Train the teacher (on resume, a finished teacher's checkpoint restores its parameters and
-        history without training) unless ``teacher.path`` gave trained weights."""
-        if self.recipe.teacher.path is not None:
-            return Path(self.recipe.teacher.path), None
-        trainee = Distiller(self.teacher, self.recipe.task, {"task": 1.0})
-        history = fit("teacher", trainee, self.data, self.recipe.teacher_training(), checkpoints / "teacher", resume)
-        return save_model(self.teacher, self.teacher_spec, out / "teacher"), history
-
-    def _measure(self, measured: dict[str, tuple[nnx.Module, Path, object]]) -> list[ModelResult]:
+    def _measure(self, measured: dict[str, tuple[nnx.Module, Path, object]],
+                 store: StoreReader | None) -> list[ModelResult]:
         """Test metrics, size, agreement with the teacher, and latency taken side by side
         (:func:`kdistill.report.results.results_for`)."""
         x_test = jnp.asarray(self.data.test.x)
@@ -125,4 +110,4 @@ class JaxPipeline:
         trained = {role: Trained(forwards[role], predict(model, x_test, self.recipe.train.eval_batch_size),
                                  count_parameters(model), weights_file, history)
                    for role, (model, weights_file, history) in measured.items()}
-        return results_for(self.data, trained, self.store, self.recipe.compare.latency_repeats)
+        return results_for(self.data, trained, store, self.recipe.compare.latency_repeats)

@@ -1,5 +1,6 @@
 """``kdistill cache`` for Keras teachers: a trained ``.keras`` model (``teacher.path``) as the
-predict function of :mod:`kdistill.store.cache`."""
+predict function of :mod:`kdistill.store.cache`; and the teacher a student of another
+framework gets (:func:`build_teacher`, :mod:`kdistill.cross_framework`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 
 from kdistill.data.splits import TaskData
 from kdistill.keras.models import load_model
+from kdistill.keras.teacher import Teacher
 from kdistill.keras.trainer import predict
 from kdistill.recipe import Recipe
 from kdistill.store.cache import Predict
@@ -22,3 +24,8 @@ def teacher_predict(recipe: Recipe, data: TaskData, batch_size: int) -> tuple[Pr
         return predict(teacher, x, batch_size)
 
     return run, {"class": type(teacher).__name__, "parameters": int(teacher.count_params())}
+
+
+def build_teacher(recipe: Recipe, data: TaskData) -> Teacher:
+    """The recipe's teacher, built and checked (nothing trained yet)."""
+    return Teacher(recipe, data, data.train.x[:4])

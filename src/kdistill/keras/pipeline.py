@@ -10,15 +10,16 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from kdistill.backend_common import check_output_shape
 from kdistill.data.splits import TaskData
 from kdistill.errors import KdistillError
 from kdistill.keras.distiller import Distiller
 from kdistill.keras.models import build_model, save_model
+from kdistill.keras.teacher import Teacher, check_outputs
 from kdistill.keras.trainer import fit, predict
 from kdistill.recipe import Recipe
 from kdistill.report.results import ModelResult, Trained, results_for
-from kdistill.store.for_run import open_store_for
+from kdistill.store import StoreReader
+from kdistill.store.for_run import check_store_given
 
 
 def _devices() -> list[str]:
@@ -55,22 +56,18 @@ class KerasPipeline:
     def __init__(self, recipe: Recipe, data: TaskData):
         self.recipe, self.data = recipe, data
         self.device = choose_device(recipe.train.device)
-        self.store = None if recipe.teacher.store is None else open_store_for(recipe, data)
-        self.teacher = None
-        if self.store is None:
-            keras.utils.set_random_seed(recipe.teacher_training().seed)
-            self.teacher = build_model(recipe.teacher, data, "teacher")
+        self.offline = recipe.teacher.store is not None
+        probe = data.train.x[:4]
+        self.teacher = None if self.offline else Teacher(recipe, data, probe)
         keras.utils.set_random_seed(recipe.train.seed)
         self.student = build_model(recipe.student, data, "student")
-        probe = data.train.x[:4]
-        if self.teacher is not None:
-            self._check_output_shape(self.teacher, probe, "teacher")
-        self._check_output_shape(self.student, probe, "student")  # builds a subclassed model's weights
+        check_outputs(self.student, probe, data, "student")  # builds a subclassed model's weights
         self.initial_student = [np.array(weight) for weight in self.student.get_weights()]
         self.scratch = self._twin(probe)
         self.distiller = Distiller(
             self.student, recipe.weights, {name: recipe.loss_settings(name) for name in recipe.losses},
-            teacher=self.teacher, features=recipe.features, task=recipe.task, offline=self.store is not None,
+            teacher=None if self.teacher is None else self.teacher.model, features=recipe.features, task=recipe.task,
+            offline=self.offline,
             probe=probe, name="distilled",
         )
 
@@ -89,40 +86,26 @@ class KerasPipeline:
         """Versions and device for the report."""
         return {"keras": keras.__version__, "keras_backend": keras.backend.backend(), "device": self.device}
 
-    def _check_output_shape(self, model: keras.Model, probe: np.ndarray, field: str) -> None:
-        try:
-            shape = tuple(model(probe, training=False).shape[1:])
-        except Exception as error:  # the user's model rejected the data: say which and why
-            raise KdistillError(f"{field}: forward pass on inputs {tuple(probe.shape[1:])} failed: {error}") from None
-        check_output_shape(field, shape, self.data)
-
-    def execute(self, out: Path, resume: bool) -> list[ModelResult]:
+    def execute(self, out: Path, resume: bool, store: StoreReader | None = None) -> list[ModelResult]:
+        """Train teacher (unless given), distilled student and scratch twin; measure them. An
+        offline run reads ``store`` (``teacher.store``, opened and checked by the caller)."""
+        check_store_given(self.offline, store)
         checkpoints = out / "checkpoints"
         checkpoints.mkdir(parents=True, exist_ok=True)
         measured: dict[str, tuple[keras.Model, Path, object]] = {}
         if self.teacher is not None:
-            measured["teacher"] = (self.teacher, *self._prepare_teacher(out, checkpoints, resume))
+            measured["teacher"] = (self.teacher.model, *self.teacher.prepare(out, checkpoints, resume))
         history = fit("distilled", self.distiller, self.data, self.recipe.train, checkpoints / "distilled.npz",
-                      resume, None if self.store is None else self.store.fetch)
+                      resume, None if store is None else store.fetch)
         measured["distilled"] = (self.student, save_model(self.student, out / "student.keras"), history)
         if self.recipe.compare.scratch:
             twin = Distiller(self.scratch, {"task": 1.0}, task=self.recipe.task, name="scratch")
             history = fit("scratch", twin, self.data, self.recipe.train, checkpoints / "scratch.npz", resume)
             measured["scratch"] = (self.scratch, save_model(self.scratch, checkpoints / "scratch.keras"), history)
-        return self._measure(measured)
+        return self._measure(measured, store)
 
-    def _prepare_teacher(self, out: Path, checkpoints: Path, resume: bool) -> tuple[Path, object]:
-        """Train the teacher (on resume, a finished teacher's checkpoint restores its weights and
-        history without training) unless ``teacher.path`` gave a trained model; then freeze it."""
-        if self.recipe.teacher.path is not None:
-            return Path(self.recipe.teacher.path), None
-        self.teacher.trainable = True
-        trainee = Distiller(self.teacher, {"task": 1.0}, task=self.recipe.task, name="teacher")
-        history = fit("teacher", trainee, self.data, self.recipe.teacher_training(), checkpoints / "teacher.npz", resume)
-        self.teacher.trainable = False
-        return save_model(self.teacher, out / "teacher.keras"), history
-
-    def _measure(self, measured: dict[str, tuple[keras.Model, Path, object]]) -> list[ModelResult]:
+    def _measure(self, measured: dict[str, tuple[keras.Model, Path, object]],
+                 store: StoreReader | None) -> list[ModelResult]:
         """Test metrics, size, agreement with the teacher, and latency taken side by side
         (:func:`kdistill.report.results.results_for`)."""
         x_test = self.data.test.x
@@ -130,4 +113,4 @@ class KerasPipeline:
         trained = {role: Trained(forwards[role], predict(model, x_test, self.recipe.train.eval_batch_size),
                                  model.count_params(), weights_file, history)
                    for role, (model, weights_file, history) in measured.items()}
-        return results_for(self.data, trained, self.store, self.recipe.compare.latency_repeats)
+        return results_for(self.data, trained, store, self.recipe.compare.latency_repeats)

@@ -46,7 +46,9 @@ def _markdown(recipe: Recipe, report: dict) -> str:
     lines = [
         f"# kdistill report: {recipe.name}",
         "",
-        f"Backend `{report['backend']}`, task `{recipe.task}`, data `{report['data']['name']}` "
+        f"Backend `{report['backend']}`"
+        + (f" (teacher in `{recipe.teacher.backend}`, taught through its cached outputs)" if recipe.foreign_teacher else "")
+        + f", task `{recipe.task}`, data `{report['data']['name']}` "
         f"({report['data']['train']} train / {report['data']['val']} val / {report['data']['test']} test"
         + (f" / {report['data']['transfer']} transfer" if report["data"]["transfer"] else "") + "), "
         f"losses {', '.join(f'{name}×{weight:g}' for name, weight in recipe.weights.items())}.",

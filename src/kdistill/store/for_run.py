@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from kdistill.data.splits import TaskData
+from kdistill.errors import KdistillError
 from kdistill.recipe import Recipe
 from kdistill.store.reader import StoreReader
 
@@ -21,3 +22,10 @@ def open_store_for(recipe: Recipe, data: TaskData) -> StoreReader:
                 needs_dense=not set(recipe.losses) <= DENSE_FREE_LOSSES,
                 augment=None if recipe.data.augment is None else recipe.data.augment.model_dump())
     return store
+
+
+def check_store_given(offline: bool, store: StoreReader | None) -> None:
+    """A pipeline built for ``teacher.store`` trains from the opened store, and only then."""
+    if offline != (store is not None):
+        raise KdistillError("teacher.store: an offline run needs the opened store (open_store_for) and an online "
+                            f"run takes none; got {'none' if store is None else store.path}")

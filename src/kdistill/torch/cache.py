@@ -1,10 +1,12 @@
 """``kdistill cache`` for PyTorch teachers: the trained teacher (``teacher.path``) as a predict
 function for :mod:`kdistill.store.cache`, in one process or, under torchrun (``--nproc N``), one
-part of the store per process, joined by rank 0 (:mod:`kdistill.store.parts`)."""
+part of the store per process, joined by rank 0 (:mod:`kdistill.store.parts`); and the teacher a
+student of another framework gets (:func:`build_teacher`, :mod:`kdistill.cross_framework`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,7 +22,31 @@ from kdistill.store.writer import new_manifest
 from kdistill.torch import distributed
 from kdistill.torch.models import build_model
 from kdistill.torch.pipeline import choose_device
-from kdistill.torch.trainer import predict
+from kdistill.torch.teacher import Teacher
+from kdistill.torch.trainer import predict, tensors
+
+
+def _device(recipe: Recipe) -> torch.device:
+    return distributed.local_device(choose_device(recipe.train.device))
+
+
+def build_teacher(recipe: Recipe, data: TaskData) -> Teacher:
+    """The recipe's teacher, built and checked on this process's device (nothing trained yet)."""
+    device = _device(recipe)
+    return Teacher(recipe, data, device, tensors(data.train.take(np.arange(min(4, len(data.train)))), device)[0])
+
+
+def teacher_predict(recipe: Recipe, data: TaskData, batch_size: int) -> tuple[Predict, dict[str, Any]]:
+    """The trained teacher's (``teacher.path``) ``predict(x) -> logits`` and its identity for the
+    store manifest."""
+    device = _device(recipe)
+    teacher, spec = build_model(recipe.teacher, data, "teacher")
+    teacher.to(device).eval()
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return predict(teacher, torch.from_numpy(x).to(device), batch_size)
+
+    return run, spec
 
 
 def cache_teacher(recipe: Recipe, data: TaskData, store: Path, *, dtype: str = "float32", k: int | None = None,
@@ -30,22 +56,16 @@ def cache_teacher(recipe: Recipe, data: TaskData, store: Path, *, dtype: str = "
 
     With ``views`` = K, each sample is stored at K + 1 views of ``data.augment``: view 0 the sample
     itself (what evaluation reads), views 1..K the augmentations a student replays in training."""
-    device = distributed.local_device(choose_device(recipe.train.device))
     check_cacheable(recipe, views)
-    teacher, spec = build_model(recipe.teacher, data, "teacher")
+    run, spec = teacher_predict(recipe, data, batch_size)
     settings = store_settings(recipe, data, "torch", spec, dtype=dtype, k=k, views=views, shard_size=shard_size)
-    teacher.to(device).eval()
-
-    def teacher_predict(x: np.ndarray) -> np.ndarray:
-        return predict(teacher, torch.from_numpy(x).to(device), batch_size)
-
     ids, x = cache_inputs(data)
     options = {"overwrite": overwrite, "batch_size": batch_size, "augment": recipe.data.augment}
-    ranks = distributed.setup(device)
+    ranks = distributed.setup(_device(recipe))
     try:
         if ranks is None:
-            return cache_outputs(teacher_predict, ids, x, store, settings, **options)
-        return _cache_distributed(ranks, teacher_predict, ids, x, store, settings, options)
+            return cache_outputs(run, ids, x, store, settings, **options)
+        return _cache_distributed(ranks, run, ids, x, store, settings, options)
     finally:
         distributed.teardown()
 

@@ -16,10 +16,12 @@ from kdistill.data.splits import TaskData
 from kdistill.errors import KdistillError
 from kdistill.recipe import Recipe
 from kdistill.report.results import ModelResult, Trained, results_for
-from kdistill.store.for_run import open_store_for
+from kdistill.store import StoreReader
+from kdistill.store.for_run import check_store_given
 from kdistill.torch import distributed
 from kdistill.torch.distiller import Distiller
 from kdistill.torch.models import build_model, count_parameters, save_model
+from kdistill.torch.teacher import Teacher, check_outputs
 from kdistill.torch.trainer import fit, predict, tensors
 
 
@@ -53,66 +55,50 @@ class TorchPipeline:
     def __init__(self, recipe: Recipe, data: TaskData):
         self.recipe, self.data = recipe, data
         self.device = distributed.local_device(choose_device(recipe.train.device))
-        self.store = None if recipe.teacher.store is None else open_store_for(recipe, data)
-        self.teacher = None
-        if self.store is None:
-            torch.manual_seed(recipe.teacher_training().seed)
-            self.teacher, self.teacher_spec = build_model(recipe.teacher, data, "teacher")
-            self.teacher.to(self.device)
+        self.offline = recipe.teacher.store is not None
+        self.probe = tensors(data.train.take(np.arange(min(4, len(data.train)))), self.device)[0]
+        self.teacher = None if self.offline else Teacher(recipe, data, self.device, self.probe)
         torch.manual_seed(recipe.train.seed)
         self.student, self.student_spec = build_model(recipe.student, data, "student")
         self.initial_student = copy.deepcopy(self.student.state_dict())
         self.scratch = copy.deepcopy(self.student)  # before the distiller hooks the student's layers
         self.student.to(self.device)
-        self.probe = tensors(data.train.take(np.arange(min(4, len(data.train)))), self.device)[0]
-        if self.teacher is not None:
-            self._check_output_shape(self.teacher, "teacher")
-        self._check_output_shape(self.student, "student")
+        check_outputs(self.student, self.probe, data, "student")
         self.distiller = Distiller(
             self.student, recipe.task, recipe.weights,
             {name: recipe.loss_settings(name) for name in recipe.losses},
-            teacher=self.teacher, features=recipe.features, probe=self.probe, offline=self.store is not None,
+            teacher=None if self.teacher is None else self.teacher.model, features=recipe.features, probe=self.probe,
+            offline=self.offline,
         )
 
     def environment(self) -> dict:
         """Versions and device for the report."""
         return {"torch": torch.__version__, "device": str(self.device), "threads": torch.get_num_threads()}
 
-    def _check_output_shape(self, model: nn.Module, field: str) -> None:
-        model.eval()
-        try:
-            with torch.no_grad():
-                shape = tuple(model(self.probe).shape[1:])
-        except Exception as error:  # the user's model rejected the data: say which and why
-            raise KdistillError(f"{field}: forward pass on inputs {tuple(self.probe.shape[1:])} failed: {error}") from None
-        expected = (self.data.output_dim,)
-        if shape != expected:
-            raise KdistillError(
-                f"{field}: outputs {shape} per sample, but {self.data.name} ({self.data.task}) needs {expected}"
-            )
-
-    def execute(self, out: Path, resume: bool) -> list[ModelResult]:
-        """Train teacher (unless given), distilled student and scratch twin; measure them. Under
+    def execute(self, out: Path, resume: bool, store: StoreReader | None = None) -> list[ModelResult]:
+        """Train teacher (unless given), distilled student and scratch twin; measure them. An
+        offline run reads ``store`` (``teacher.store``, opened and checked by the caller). Under
         torchrun every rank trains its share and rank 0 alone saves, measures and returns results."""
+        check_store_given(self.offline, store)
         try:
             distributed.setup(self.device)
-            results = self._execute(out, resume)
+            results = self._execute(out, resume, store)
             distributed.barrier()  # every rank leaves together: none tears down while rank 0 still measures
             return results
         finally:
             distributed.teardown()
 
-    def _execute(self, out: Path, resume: bool) -> list[ModelResult]:
+    def _execute(self, out: Path, resume: bool, store: StoreReader | None) -> list[ModelResult]:
         main = distributed.is_main_process()
         checkpoints = out / "checkpoints"
         checkpoints.mkdir(parents=True, exist_ok=True)
         measured: dict[str, tuple[nn.Module, Path, object]] = {}
         if self.teacher is not None:
-            measured["teacher"] = (self.teacher, *self._prepare_teacher(out, checkpoints, resume))
+            measured["teacher"] = (self.teacher.model, *self.teacher.prepare(out, checkpoints, resume))
         augment = self.recipe.data.augment
         history = fit("distilled", self.distiller, self.data, self.recipe.train, self.device,
-                      checkpoints / "distilled.pt", resume, None if self.store is None else self.store.fetch,
-                      augment, None if self.store is None else self.store.manifest.views)
+                      checkpoints / "distilled.pt", resume, None if store is None else store.fetch,
+                      augment, None if store is None else store.manifest.views)
         measured["distilled"] = (self.student, save_model(self.student, self.student_spec, out / "student") if main else None,
                                  history)
         if self.recipe.compare.scratch:
@@ -122,25 +108,9 @@ class TorchPipeline:
                           augment=augment)
             measured["scratch"] = (scratch, save_model(scratch, self.student_spec, checkpoints / "scratch") if main else None,
                                    history)
-        return self._measure(measured) if main else []
+        return self._measure(measured, store) if main else []
 
-    def _prepare_teacher(self, out: Path, checkpoints: Path, resume: bool) -> tuple[Path, object]:
-        """Train the teacher (on resume, a finished teacher's checkpoint restores its weights and
-        history without training) unless ``teacher.path`` gave trained weights; then freeze it."""
-        teacher_file, history = out / "teacher.safetensors", None
-        if self.recipe.teacher.path is not None:
-            teacher_file = Path(self.recipe.teacher.path)
-        else:
-            trainee = Distiller(self.teacher.train(), self.recipe.task, {"task": 1.0})
-            self.teacher.requires_grad_(True)
-            history = fit("teacher", trainee, self.data, self.recipe.teacher_training(), self.device,
-                          checkpoints / "teacher.pt", resume, augment=self.recipe.data.augment)
-            if distributed.is_main_process():
-                save_model(self.teacher, self.teacher_spec, out / "teacher")
-        self.teacher.requires_grad_(False).eval()
-        return teacher_file, history
-
-    def _measure(self, measured: dict[str, tuple[nn.Module, Path, object]]) -> list[ModelResult]:
+    def _measure(self, measured: dict[str, tuple[nn.Module, Path, object]], store: StoreReader | None) -> list[ModelResult]:
         """Test metrics, size, agreement with the teacher, and latency taken side by side
         (:func:`kdistill.report.results.results_for`)."""
         x_test = tensors(self.data.test, self.device)[0]
@@ -148,4 +118,4 @@ class TorchPipeline:
         trained = {role: Trained(forwards[role], predict(model, x_test, self.recipe.train.eval_batch_size),
                                  count_parameters(model), weights_file, history)
                    for role, (model, weights_file, history) in measured.items()}
-        return results_for(self.data, trained, self.store, self.recipe.compare.latency_repeats)
+        return results_for(self.data, trained, store, self.recipe.compare.latency_repeats)

@@ -1,0 +1,51 @@
+"""The teacher of a JAX run: built and checked first (abstract evaluation: nothing compiled), then
+trained (or loaded from ``teacher.path``) and saved. The same object serves a JAX student online
+and, for a student of another framework, the teacher that is cached to its store
+(:mod:`kdistill.cross_framework`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+from flax import nnx
+
+from kdistill.backend_common import check_output_shape
+from kdistill.data.splits import TaskData
+from kdistill.errors import KdistillError
+from kdistill.jax.distiller import Distiller, probe_shapes
+from kdistill.jax.models import build_model, count_parameters, save_model
+from kdistill.jax.trainer import fit
+from kdistill.recipe import Recipe
+from kdistill.training import History
+
+
+def check_outputs(model: nnx.Module, probe: jax.Array, data: TaskData, field: str) -> None:
+    """The output width on a few rows must be the data's (abstract evaluation: nothing compiled)."""
+    try:
+        shape = tuple(probe_shapes(model, probe)[0].shape[1:])
+    except Exception as error:  # the user's model rejected the data: say which and why
+        raise KdistillError(f"{field}: forward pass on inputs {tuple(probe.shape[1:])} failed: {error}") from None
+    check_output_shape(field, shape, data)
+
+
+class Teacher:
+    """``__init__`` builds the teacher with its own seed and checks it (nothing trained, compiled
+    or written); :meth:`prepare` trains it unless ``teacher.path`` gave trained weights. Call both
+    under the run's ``jax.default_device``."""
+
+    def __init__(self, recipe: Recipe, data: TaskData, probe: jax.Array):
+        self.recipe, self.data = recipe, data
+        self.model, self.spec = build_model(recipe.teacher, data, "teacher", recipe.teacher_training().seed)
+        check_outputs(self.model, probe, data, "teacher")
+        self.parameters = count_parameters(self.model)
+
+    def prepare(self, out: Path, checkpoints: Path, resume: bool) -> tuple[Path, History | None]:
+        """Train (on resume, a finished teacher's checkpoint restores its parameters and history
+        without training) and save to ``out/teacher.safetensors``, or take ``teacher.path``.
+        Returns the weights file and the training history (None for a loaded teacher)."""
+        if self.recipe.teacher.path is not None:
+            return Path(self.recipe.teacher.path), None
+        trainee = Distiller(self.model, self.recipe.task, {"task": 1.0})
+        history = fit("teacher", trainee, self.data, self.recipe.teacher_training(), checkpoints / "teacher", resume)
+        return save_model(self.model, self.spec, out / "teacher"), history
