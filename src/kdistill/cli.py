@@ -1,4 +1,4 @@
-"""Command line: ``kdistill run | cache | validate | recipes``. User errors print one clear message and exit 2."""
+"""Command line: ``kdistill run | compare | cache | validate | recipes``. User errors print one clear message and exit 2."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from kdistill.compare import BACKENDS
 from kdistill.errors import KdistillError
 from kdistill.recipe import Recipe, builtin_recipes, load_recipe
 
@@ -15,13 +16,19 @@ def _parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", required=True)
     run = verbs.add_parser("run", help="distill a student and write the comparison report")
     validate = verbs.add_parser("validate", help="check a recipe and print it with every default filled in")
-    for verb in (run, validate):
+    compare = verbs.add_parser("compare", help="run one recipe on several frameworks and write one table")
+    for verb in (run, validate, compare):
         verb.add_argument("recipe", nargs="?", help="YAML file or built-in name (default: digits_mlp)")
         verb.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                           help="override a recipe field, e.g. --set train.epochs=5 (repeatable)")
     run.add_argument("--out", help="output directory (default: runs/NAME-TIMESTAMP)")
     run.add_argument("--resume", action="store_true", help="continue an interrupted run in --out from its checkpoints")
     run.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
+    compare.add_argument("--backends", nargs="+", default=list(BACKENDS), metavar="BACKEND",
+                         help=f"frameworks to run, in this order: {' '.join(BACKENDS)} (default: all three)")
+    compare.add_argument("--out", help="output directory: one run per backend in OUT/BACKEND, then "
+                         "OUT/compare.md and OUT/compare.json (default: runs/compare-NAME-TIMESTAMP)")
+    compare.add_argument("--overwrite", action="store_true", help="replace a finished compare and its runs in --out")
     cache = verbs.add_parser("cache", help="write a trained teacher's outputs to a soft-target store")
     cache.add_argument("recipe", nargs="?", help="recipe whose data and teacher (teacher.path) to cache")
     cache.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -65,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
             return _launch(recipe, args, argv)
         if args.verb == "cache":
             return _cache(recipe, args)
+        if args.verb == "compare":
+            return _compare(recipe, args)
         from kdistill.run import run
 
         directory, report = run(recipe, args.out, args.resume, args.overwrite)
@@ -73,6 +82,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if report:  # only rank 0 of a data-parallel job has one
         print(f"{report['verdict']['text']}\nreport: {directory / 'report.md'}")
+    return 0
+
+
+def _compare(recipe: Recipe, args: argparse.Namespace) -> int:
+    from kdistill.compare import compare, gap_line
+
+    directory, summary = compare(recipe, args.backends, args.out, args.overwrite)
+    for row in summary["rows"]:
+        print(f"{row['framework']}: distilled {row['metric']} {row['distilled']:.4f}")
+    print(f"{gap_line(summary)}\ntable: {directory / 'compare.md'}")
     return 0
 
 
