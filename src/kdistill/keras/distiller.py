@@ -32,6 +32,7 @@ from keras import layers, ops
 from kdistill.backend_common import check_objective
 from kdistill.errors import KdistillError
 from kdistill.keras.losses import LOSS_CLASSES, task_loss
+from kdistill.keras.parallel import shard_batch
 from kdistill.losses import CATALOGUE, FEATURE_LOSSES
 from kdistill.recipe import FeaturePair
 
@@ -169,6 +170,12 @@ class Distiller(keras.Model):
             return ops.stop_gradient(self.teacher(rows, training=False)), []
         outputs, *features = self.teacher_taps(rows, training=False)
         return ops.stop_gradient(outputs), [ops.stop_gradient(feature) for feature in features]
+
+    def train_step(self, *args: Any) -> Any:
+        """Keras's step (``(data)``, or ``(state, data)`` on JAX) with the batch's rows sharded over
+        the devices under ``train.data_parallel`` (:func:`kdistill.keras.parallel.shard_batch`)."""
+        *state, data = args
+        return super().train_step(*state, shard_batch(data))
 
     def compute_loss(self, x: Any = None, y: Any = None, y_pred: Any = None, sample_weight: Any = None,
                      training: bool = True) -> Any:

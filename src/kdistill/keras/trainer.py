@@ -22,6 +22,7 @@ import numpy as np
 from kdistill.data.splits import TaskData
 from kdistill.errors import KdistillError
 from kdistill.keras.distiller import Distiller
+from kdistill.keras.parallel import data_parallel
 from kdistill.progress import epoch_progress
 from kdistill.recipe import TrainConfig
 from kdistill.report.metrics import PRIMARY, task_metrics
@@ -151,6 +152,8 @@ def fit(role: str, distiller: Distiller, data: TaskData, config: TrainConfig, ch
         progress.skip(start_epoch)
         if start_epoch < config.epochs:
             callback = _RunCallback(role, distiller, data, config, history, checkpoint, steps, progress)
-            distiller.fit(batches(data, config, start_epoch, transfer, teacher_outputs), epochs=config.epochs,
-                          initial_epoch=start_epoch, steps_per_epoch=steps, shuffle=False, verbose=0, callbacks=[callback])
+            with data_parallel(distiller, config.data_parallel):
+                distiller.fit(batches(data, config, start_epoch, transfer, teacher_outputs), epochs=config.epochs,
+                              initial_epoch=start_epoch, steps_per_epoch=steps, shuffle=False, verbose=0,
+                              callbacks=[callback])
     return history
