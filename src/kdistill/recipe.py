@@ -142,9 +142,6 @@ class TeacherConfig(ModelConfig):
     def _has_source(self) -> "TeacherConfig":
         if self.store is not None and (self.model is not None or self.path is not None):
             raise ValueError("give either store (cached outputs) or model/path, not both")
-        if self.store is not None and self.backend is not None:
-            raise ValueError(f"backend: {self.backend!r} names the framework of a teacher model; a store is read by "
-                             "every framework (drop teacher.backend)")
         if self.store is None and self.model is None and self.path is None:
             raise ValueError("give model (zoo name or 'pkg.module:factory'), path (a saved model) or store")
         return self
@@ -263,6 +260,9 @@ class Recipe(StrictModel):
                              "(PyTorch: kdistill run --nproc N)")
         if self.features and self.teacher.store is not None:
             raise ValueError("features: feature losses need the teacher model; teacher.store holds its outputs only")
+        if self.teacher.store is not None and self.teacher.backend is not None:
+            raise ValueError(f"teacher.backend: {self.teacher.backend!r} names the framework of a teacher model; a store "
+                             "is read by every framework (drop teacher.backend)")
         if self.foreign_teacher:
             if self.features:
                 raise ValueError(f"features: feature losses need the teacher in the student's framework "
