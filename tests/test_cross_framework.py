@@ -12,9 +12,10 @@ import itertools
 
 import pytest
 
-from conftest import by_role, read_report
+from conftest import by_role, read_report, set_args
 from kdistill.cli import main
 from kdistill.data import load_task_data
+from kdistill.cross_framework import STORE_DIR
 from kdistill.errors import KdistillError
 from kdistill.recipe import DataConfig, load_recipe
 
@@ -82,3 +83,40 @@ def test_feature_losses_need_the_teacher_in_the_students_framework():
     with pytest.raises(KdistillError, match="features: feature losses need the teacher in the student's framework"):
         load_recipe(None, ["teacher.backend=jax", "losses={kd: {}, hint: {}}", "weights={task: 0.1, kd: 0.8, hint: 0.1}",
                            "features=[{student: layers.0, teacher: layers.0, loss: hint}]"])
+
+
+# --- online: the foreign teacher runs per batch, handed over by DLPack ------------------------------
+
+
+@pytest.mark.parametrize("teacher", ["jax", "keras"])
+def test_an_online_foreign_teacher_teaches_the_same_student_as_its_cached_outputs(tmp_path, teacher):
+    runs = {}
+    for mode, online in (("cached", "false"), ("online", "true")):
+        args = set_args("backend=torch", f"teacher.backend={teacher}", f"teacher.online={online}", "compare.scratch=false")
+        assert main(["run", *args, "--out", str(tmp_path / mode)]) == 0
+        runs[mode] = by_role(read_report(tmp_path / mode))
+    assert not (tmp_path / "online" / STORE_DIR).exists()  # nothing cached: the teacher ran per batch
+    assert runs["online"]["teacher"]["metrics"] == runs["cached"]["teacher"]["metrics"]
+    assert runs["online"]["teacher"]["latency_ms"]  # measured through DLPack, beside the student
+    # the same float32 logits reach the loss either way: the same student, step for step
+    assert runs["online"]["distilled"]["metrics"] == runs["cached"]["distilled"]["metrics"]
+    assert runs["online"]["distilled"]["val_history"] == pytest.approx(runs["cached"]["distilled"]["val_history"], abs=1e-12)
+
+
+def test_an_online_foreign_teacher_follows_augmentation(tmp_path):
+    args = set_args("data.dataset=fashion_mnist", "data.limit=400", "data.augment={shift: 2, flip: true}",
+                    "backend=torch", "teacher.backend=jax", "teacher.online=true", "compare.scratch=false")
+    assert main(["run", "fashion_mnist_mlp", *args, "--out", str(tmp_path / "run")]) == 0
+    assert by_role(read_report(tmp_path / "run"))["distilled"]["metrics"]["accuracy"] > 0.3
+
+
+def test_augmentation_with_a_cached_foreign_teacher_is_refused():
+    with pytest.raises(KdistillError, match="data.augment: a teacher of another framework .* set teacher.online: true"):
+        load_recipe("fashion_mnist_mlp", ["data.augment={shift: 2}", "teacher.backend=jax"])
+
+
+@pytest.mark.parametrize("backend, teacher", [("jax", "torch"), ("keras", "jax"), ("torch", "torch"), ("torch", None)])
+def test_online_is_for_a_foreign_teacher_of_a_torch_student(backend, teacher):
+    with pytest.raises(KdistillError, match="teacher.online: runs a teacher of another framework"):
+        load_recipe(None, [f"backend={backend}", f"teacher.backend={'null' if teacher is None else teacher}",
+                           "teacher.online=true"])

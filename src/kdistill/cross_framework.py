@@ -1,7 +1,8 @@
 """Any teacher teaches any student: a teacher of another framework (``teacher.backend`` is not
 the recipe's ``backend``) is built and checked in its own framework, trained there (or loaded
 from ``teacher.path``), and its outputs cached to ``OUT/teacher-store``; the student then
-distills from that store like from any soft-target store, in its own framework.
+distills from that store like from any soft-target store, in its own framework. With
+``teacher.online`` a PyTorch student runs it per batch instead (:mod:`kdistill.torch.foreign`).
 
 Both frameworks live in the one ``kdistill run`` process; the teacher's framework is imported
 only when the recipe names it.
@@ -10,6 +11,7 @@ only when the recipe names it.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from kdistill.backend_common import import_backend
 from kdistill.data.splits import TaskData
@@ -40,6 +42,10 @@ class ForeignTeacher:
         self.data = data
         self.backend = import_backend(recipe.teacher.backend, "cache")
         self.teacher = self.backend.build_teacher(self.recipe, data)
+
+    def online(self) -> Any:
+        """The teacher as a PyTorch student's online teacher (:mod:`kdistill.torch.foreign`)."""
+        return import_backend("torch", "foreign").OnlineForeignTeacher(self.teacher)
 
     def cache(self, out: Path, resume: bool) -> tuple[Path, History | None]:
         """Train the teacher (resuming from its checkpoint) or take ``teacher.path``, then cache

@@ -132,9 +132,12 @@ class TeacherConfig(ModelConfig):
 
     ``backend`` names the teacher's framework when it is not the student's (the recipe's
     ``backend``): the teacher is trained (or loaded) in its own framework and its outputs cached
-    to ``OUT/teacher-store``, from which the student distills."""
+    to ``OUT/teacher-store``, from which the student distills. With ``online: true`` it runs per
+    batch instead, its inputs and outputs handed over by DLPack (PyTorch students), so it sees
+    every augmented view the student sees."""
 
     backend: Backend | None = None
+    online: bool = False
     train: TeacherTraining = TeacherTraining()
     store: str | None = None
 
@@ -263,14 +266,18 @@ class Recipe(StrictModel):
         if self.teacher.store is not None and self.teacher.backend is not None:
             raise ValueError(f"teacher.backend: {self.teacher.backend!r} names the framework of a teacher model; a store "
                              "is read by every framework (drop teacher.backend)")
+        if self.teacher.online and not (self.foreign_teacher and self.backend == "torch"):
+            raise ValueError(f"teacher.online: runs a teacher of another framework (teacher.backend) per batch for a "
+                             f"torch student; here backend is {self.backend!r} and teacher.backend "
+                             f"{self.teacher.backend!r} (a teacher of the student's framework is online already)")
         if self.foreign_teacher:
             if self.features:
                 raise ValueError(f"features: feature losses need the teacher in the student's framework "
                                  f"({self.backend!r}); teacher.backend {self.teacher.backend!r} teaches through its outputs")
-            if self.data.augment is not None:
+            if self.data.augment is not None and not self.teacher.online:
                 raise ValueError(f"data.augment: a teacher of another framework (teacher.backend "
-                                 f"{self.teacher.backend!r}) is cached once, without views; drop data.augment, or cache "
-                                 f"views with kdistill cache --views and give teacher.store")
+                                 f"{self.teacher.backend!r}) is cached once, without views; set teacher.online: true "
+                                 "to run it on every view, or cache views (kdistill cache --views) and give teacher.store")
         for index, pair in enumerate(self.features):
             if pair.loss not in self.losses:
                 raise ValueError(f"features.{index}.loss: {pair.loss!r} is not in losses; add it with a weight")

@@ -29,9 +29,9 @@ MARKER = "INCOMPLETE"
 PIPELINES = {"torch": "TorchPipeline", "keras": "KerasPipeline", "jax": "JaxPipeline"}  # in kdistill.BACKEND.pipeline
 
 
-def _pipeline(recipe: Recipe, data):
+def _pipeline(recipe: Recipe, data, **options):
     """The backend's pipeline, imported only now: ``import kdistill`` loads no framework."""
-    return getattr(import_backend(recipe.backend, "pipeline"), PIPELINES[recipe.backend])(recipe, data)
+    return getattr(import_backend(recipe.backend, "pipeline"), PIPELINES[recipe.backend])(recipe, data, **options)
 
 
 def _with_teacher_training(results: list[ModelResult], foreign: ForeignTeacher, teacher_file: Path,
@@ -91,7 +91,11 @@ def run(recipe: Recipe, out: str | Path | None = None, resume: bool = False, ove
     # build and check every model (and the store) first: may fail, writes nothing
     foreign = ForeignTeacher(recipe, data) if recipe.foreign_teacher else None
     store = open_store_for(recipe, data) if recipe.teacher.store is not None else None
-    pipeline = _pipeline(recipe if foreign is None else student_side(recipe, directory), data)
+    if foreign is not None and recipe.teacher.online:  # run per batch in its framework, handed over by DLPack
+        pipeline = _pipeline(recipe, data, teacher=foreign.online())
+        foreign = None
+    else:
+        pipeline = _pipeline(recipe if foreign is None else student_side(recipe, directory), data)
     _check_same_recipe(directory, recipe, resume)
     directory.mkdir(parents=True, exist_ok=True)
     marker = directory / MARKER

@@ -5,17 +5,20 @@ and, for a student of another framework, the teacher that is cached to its store
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from kdistill.backend_common import check_output_shape
 from kdistill.data.splits import TaskData
 from kdistill.errors import KdistillError
-from kdistill.jax.distiller import Distiller, probe_shapes
+from kdistill.jax.distiller import Distiller, eval_view, probe_shapes
 from kdistill.jax.models import build_model, count_parameters, save_model
-from kdistill.jax.trainer import fit
+from kdistill.jax.trainer import fit, jitted_forward
 from kdistill.recipe import Recipe
 from kdistill.training import History
 
@@ -49,3 +52,10 @@ class Teacher:
         trainee = Distiller(self.model, self.recipe.task, {"task": 1.0})
         history = fit("teacher", trainee, self.data, self.recipe.teacher_training(), checkpoints / "teacher", resume)
         return save_model(self.model, self.spec, out / "teacher"), history
+
+    def dlpack_forward(self) -> Callable[[Any], jax.Array]:
+        """The teacher as it is now, frozen: ``x -> logits`` for any array that speaks DLPack (a
+        torch tensor, say), taken without a copy where the device allows; one jitted eval-mode
+        forward per batch shape."""
+        graphdef, state = nnx.split(eval_view(self.model))
+        return lambda x: jitted_forward(graphdef, state, jnp.from_dlpack(x))

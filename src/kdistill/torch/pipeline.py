@@ -21,6 +21,7 @@ from kdistill.store.for_run import check_store_given
 from kdistill.torch import distributed
 from kdistill.torch.distiller import Distiller
 from kdistill.torch.models import build_model, count_parameters, save_model
+from kdistill.torch.foreign import OnlineForeignTeacher
 from kdistill.torch.teacher import Teacher, check_outputs
 from kdistill.torch.trainer import fit, predict, tensors
 
@@ -52,12 +53,14 @@ class TorchPipeline:
     """Two phases: ``__init__`` builds everything and checks it (no files written, nothing
     trained); ``execute`` trains and measures, writing only inside the output directory."""
 
-    def __init__(self, recipe: Recipe, data: TaskData):
+    def __init__(self, recipe: Recipe, data: TaskData, teacher: Teacher | OnlineForeignTeacher | None = None):
+        """``teacher``: one built already, e.g. a teacher of another framework run per batch
+        (``teacher.online``); by default the recipe's teacher is built here (none for a store)."""
         self.recipe, self.data = recipe, data
         self.device = distributed.local_device(choose_device(recipe.train.device))
         self.offline = recipe.teacher.store is not None
         self.probe = tensors(data.train.take(np.arange(min(4, len(data.train)))), self.device)[0]
-        self.teacher = None if self.offline else Teacher(recipe, data, self.device, self.probe)
+        self.teacher = teacher or (None if self.offline else Teacher(recipe, data, self.device, self.probe))
         torch.manual_seed(recipe.train.seed)
         self.student, self.student_spec = build_model(recipe.student, data, "student")
         self.initial_student = copy.deepcopy(self.student.state_dict())
@@ -116,6 +119,7 @@ class TorchPipeline:
         x_test = tensors(self.data.test, self.device)[0]
         forwards = timed_forwards({role: model for role, (model, _, _) in measured.items()}, x_test)
         trained = {role: Trained(forwards[role], predict(model, x_test, self.recipe.train.eval_batch_size),
-                                 count_parameters(model), weights_file, history)
+                                 self.teacher.parameters if role == "teacher" else count_parameters(model),
+                                 weights_file, history)
                    for role, (model, weights_file, history) in measured.items()}
         return results_for(self.data, trained, store, self.recipe.compare.latency_repeats)
