@@ -82,4 +82,4 @@ def test_data_parallel_is_refused_on_the_other_keras_backends(tmp_path, backend)
     assert result.returncode == 2, result.stderr[-3000:]
     assert (f"kdistill: error: train.data_parallel: true runs on the Keras 'jax' backend only "
             f"(keras.distribution.DataParallel), not on {backend!r}") in result.stderr
-    assert not (tmp_path / "out" / "report.json").exists()
+    assert not (tmp_path / "out").exists()  # refused before anything is written

@@ -14,6 +14,7 @@ from kdistill.data.splits import TaskData
 from kdistill.errors import KdistillError
 from kdistill.keras.distiller import Distiller
 from kdistill.keras.models import build_model, save_model
+from kdistill.keras.parallel import check_backend
 from kdistill.keras.teacher import Teacher, check_outputs
 from kdistill.keras.trainer import fit, predict
 from kdistill.recipe import Recipe
@@ -56,6 +57,7 @@ class KerasPipeline:
     def __init__(self, recipe: Recipe, data: TaskData):
         self.recipe, self.data = recipe, data
         self.device = choose_device(recipe.train.device)
+        check_backend(recipe.train.data_parallel)
         self.offline = recipe.teacher.store is not None
         probe = data.train.x[:4]
         self.teacher = None if self.offline else Teacher(recipe, data, probe)
@@ -84,7 +86,8 @@ class KerasPipeline:
 
     def environment(self) -> dict:
         """Versions and device for the report."""
-        return {"keras": keras.__version__, "keras_backend": keras.backend.backend(), "device": self.device}
+        return {"keras": keras.__version__, "keras_backend": keras.backend.backend(), "device": self.device,
+                "data_parallel_devices": len(keras.distribution.list_devices()) if self.recipe.train.data_parallel else 1}
 
     def execute(self, out: Path, resume: bool, store: StoreReader | None = None) -> list[ModelResult]:
         """Train teacher (unless given), distilled student and scratch twin; measure them. An
