@@ -90,12 +90,14 @@ def run(recipe: Recipe, out: str | Path | None = None, resume: bool = False, ove
     data = load_task_data(recipe.data, recipe.task)
     # build and check every model (and the store) first: may fail, writes nothing
     foreign = ForeignTeacher(recipe, data) if recipe.foreign_teacher else None
+    cached_foreign = foreign is not None and not recipe.teacher.online  # cached to OUT/teacher-store first
     store = open_store_for(recipe, data) if recipe.teacher.store is not None else None
-    if foreign is not None and recipe.teacher.online:  # run per batch in its framework, handed over by DLPack
+    if cached_foreign:
+        pipeline = _pipeline(student_side(recipe, directory), data)
+    elif foreign is not None:  # online: run per batch in its framework, handed over by DLPack
         pipeline = _pipeline(recipe, data, teacher=foreign.online())
-        foreign = None
     else:
-        pipeline = _pipeline(recipe if foreign is None else student_side(recipe, directory), data)
+        pipeline = _pipeline(recipe, data)
     _check_same_recipe(directory, recipe, resume)
     directory.mkdir(parents=True, exist_ok=True)
     marker = directory / MARKER
@@ -106,11 +108,11 @@ def run(recipe: Recipe, out: str | Path | None = None, resume: bool = False, ove
         for stale in ("report.json", "report.md"):
             (directory / stale).unlink(missing_ok=True)
     try:
-        if foreign is not None:  # the teacher, in its own framework, writes the store the student reads
+        if cached_foreign:  # the teacher, in its own framework, writes the store the student reads
             teacher_file, history = foreign.cache(directory, resume)
             store = open_store_for(student_side(recipe, directory), data)
         results = pipeline.execute(directory, resume, store)
-        if foreign is not None:
+        if cached_foreign:
             results = _with_teacher_training(results, foreign, teacher_file, history)
         if not main:
             return directory, {}
