@@ -120,3 +120,12 @@ def test_online_is_for_a_foreign_teacher_of_a_torch_student(backend, teacher):
     with pytest.raises(KdistillError, match="teacher.online: runs a teacher of another framework"):
         load_recipe(None, [f"backend={backend}", f"teacher.backend={'null' if teacher is None else teacher}",
                            "teacher.online=true"])
+
+
+@pytest.mark.parametrize("student, teacher, field", [("torch", "jax", "teacher"), ("keras", "torch", "student")])
+def test_both_frameworks_check_their_model_before_anything_is_written(tmp_path, capsys, student, teacher, field):
+    wrong = f"{field}.kwargs={{hidden: [8], output_dim: 3}}"  # 3 outputs for 10 classes
+    assert main(["run", *set_args(f"backend={student}", f"teacher.backend={teacher}", wrong),
+                 "--out", str(tmp_path / "out")]) == 2
+    assert f"{field}: outputs (3,) per sample, but digits (classification) needs (10,)" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
