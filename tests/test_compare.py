@@ -128,15 +128,28 @@ def test_a_recipe_one_backend_refuses_fails_before_any_run(tmp_path, kdistill):
 
 
 def test_a_compare_failing_half_way_leaves_no_table(tmp_path, kdistill, monkeypatch):
-    def failing_run(recipe, out, overwrite=False):  # torch "finishes", keras fails
-        if recipe.backend == "keras":
-            raise KdistillError("keras run failed on purpose")
-        return Path(out), {}
+    from kdistill.run import PreparedRun
 
-    monkeypatch.setattr("kdistill.run.run", failing_run)
+    execute = PreparedRun.execute
+
+    def failing_execute(prepared):  # torch runs and finishes, then keras fails
+        if prepared.recipe.backend == "keras":
+            raise KdistillError("keras run failed on purpose")
+        return execute(prepared)
+
+    monkeypatch.setattr(PreparedRun, "execute", failing_execute)
     out = tmp_path / "cmp"
     code, _, err = kdistill("compare", "--out", out, *set_args())
     assert code == 2 and "keras run failed on purpose" in err
     assert not (out / "compare.md").exists() and not (out / "compare.json").exists()
     marker = (out / compare_module.MARKER).read_text()
     assert "keras run failed on purpose" in marker and "finished: torch" in marker
+
+
+def test_a_model_one_backend_cannot_build_fails_before_any_run(tmp_path, kdistill):
+    # a PyTorch factory as the student: torch builds it, JAX refuses it while every backend is checked
+    out = tmp_path / "cmp"
+    code, _, err = kdistill("compare", "--backends", "torch", "jax", "--out", out,
+                            *set_args("student.model=kd_factories:extra_classes", "student.kwargs={extra: 0}"))
+    assert code == 2 and "student.model: kd_factories:extra_classes returned Sequential, not a flax.nnx.Module" in err
+    assert not out.exists()

@@ -167,11 +167,10 @@ def _cache(recipe: Recipe, args: argparse.Namespace) -> int:
 
         cache_teacher(recipe, data, Path(args.store), batch_size=args.batch_size, views=args.views, **options)
         return 0
-    import importlib
-
+    from kdistill.backend_common import import_backend
     from kdistill.store.cache import cache_teacher
 
-    backend = importlib.import_module(f"kdistill.{recipe.backend}.cache")
+    backend = import_backend(recipe.backend, "cache")
     cache_teacher(recipe, data, Path(args.store), backend.teacher_predict, batch_size=args.batch_size,
                   views=args.views, **options)
     return 0

@@ -7,7 +7,8 @@ mean epoch time, parameters, size on disk and latency.
 
 Everything that can be checked is checked before the first run starts: the backend names, that
 each backend's framework is installed, the recipe as validated for each backend (some fields are
-for some backends only), and the output directories. While a compare is under way ``OUT`` holds an
+for some backends only), the output directories, and every backend's data and models, built and
+checked as ``kdistill run`` checks them (:func:`kdistill.run.prepare`). While a compare is under way ``OUT`` holds an
 ``INCOMPLETE`` file (with the error, if it failed); ``compare.json`` is written last, after
 ``compare.md``, both atomically, so a directory with ``compare.json`` and no ``INCOMPLETE`` is a
 finished compare.
@@ -23,11 +24,12 @@ import platform
 from collections.abc import Sequence
 from pathlib import Path
 
+from kdistill.backend_common import EXTRAS
 from kdistill.errors import KdistillError
 from kdistill.recipe import Recipe, recipe_from_dict
+from kdistill.store.writer import atomic_write
 
 BACKENDS = ("torch", "keras", "jax")
-EXTRA = {"torch": "torch", "keras": "tensorflow", "jax": "jax"}  # backend → the pip extra that installs it
 MARKER = "INCOMPLETE"
 ROLES = ("distilled", "scratch", "teacher")
 
@@ -59,7 +61,7 @@ def check_installed(backends: Sequence[str]) -> None:
         missing = [module for module in framework_modules(backend) if importlib.util.find_spec(module) is None]
         if missing:
             raise KdistillError(f"--backends: {backend!r} needs {', '.join(missing)}, which is not installed; "
-                                f"pip install 'kdistill[{EXTRA[backend]}]' (or leave {backend} out of --backends)")
+                                f"pip install 'kdistill[{EXTRAS[backend]}]' (or leave {backend} out of --backends)")
 
 
 def backend_recipes(recipe: Recipe, backends: Sequence[str]) -> dict[str, Recipe]:
@@ -199,16 +201,10 @@ def compare_markdown(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_compare(directory: Path, summary: dict) -> None:
     """``compare.md``, then ``compare.json`` (its presence marks a finished compare), each atomically."""
-    _atomic_write(directory / "compare.md", compare_markdown(summary))
-    _atomic_write(directory / "compare.json", json.dumps(summary, indent=2))
+    atomic_write(directory / "compare.md", compare_markdown(summary).encode())
+    atomic_write(directory / "compare.json", json.dumps(summary, indent=2).encode())
 
 
 def summarize(recipe: Recipe, reports: dict[str, dict]) -> dict:
@@ -229,14 +225,15 @@ def compare(recipe: Recipe, backends: Sequence[str] = BACKENDS, out: str | Path 
             overwrite: bool = False) -> tuple[Path, dict]:
     """Run ``recipe`` once per backend into ``OUT/<backend>/`` and write the comparison; returns
     the directory and the summary (``compare.json``'s content). All checks come first."""
-    from kdistill.run import output_dir, run
+    from kdistill.run import prepare
 
     backends = check_backends(backends)
     check_installed(backends)
     recipes = backend_recipes(recipe, backends)
     directory = compare_dir(recipe, out, overwrite)
-    for backend, backend_recipe in recipes.items():
-        output_dir(backend_recipe, directory / backend, resume=False, overwrite=overwrite)
+    # every backend's data, models and output directory checked before the first run writes anything
+    runs = {backend: prepare(backend_recipe, directory / backend, overwrite=overwrite)
+            for backend, backend_recipe in recipes.items()}
     directory.mkdir(parents=True, exist_ok=True)
     marker = directory / MARKER
     marker.write_text("kdistill compare in progress (or interrupted); compare.json is written last\n")
@@ -244,8 +241,8 @@ def compare(recipe: Recipe, backends: Sequence[str] = BACKENDS, out: str | Path 
         (directory / stale).unlink(missing_ok=True)
     reports = {}
     try:
-        for backend, backend_recipe in recipes.items():
-            reports[backend] = run(backend_recipe, directory / backend, overwrite=overwrite)[1]
+        for backend, prepared in runs.items():
+            reports[backend] = prepared.execute()[1]
         summary = summarize(recipe, reports)
         write_compare(directory, summary)
     except BaseException as error:

@@ -84,46 +84,69 @@ def _check_same_recipe(directory: Path, recipe: Recipe, resume: bool) -> None:
         )
 
 
-def run(recipe: Recipe, out: str | Path | None = None, resume: bool = False, overwrite: bool = False) -> tuple[Path, dict]:
-    """Run a recipe end to end; returns the output directory and the report."""
+@dataclasses.dataclass
+class PreparedRun:
+    """A run with every model built and checked and nothing written yet (:func:`prepare`)."""
+
+    recipe: Recipe
+    directory: Path
+    resume: bool
+    data: object
+    pipeline: object
+    store: object  # the opened teacher.store, if the recipe gives one
+    cached_foreign: ForeignTeacher | None  # a teacher of another framework, cached to OUT/teacher-store first
+
+    def execute(self) -> tuple[Path, dict]:
+        """Train, measure and write the report; returns the output directory and the report."""
+        recipe, directory, data, store = self.recipe, self.directory, self.data, self.store
+        directory.mkdir(parents=True, exist_ok=True)
+        marker = directory / MARKER
+        main = is_main_process()  # in a data-parallel job, rank 0 alone writes
+        if main:
+            (directory / "recipe.yaml").write_text(recipe.to_yaml())
+            marker.write_text("kdistill run in progress (or interrupted); report.json is written last\n")
+            for stale in ("report.json", "report.md"):
+                (directory / stale).unlink(missing_ok=True)
+        try:
+            if self.cached_foreign is not None:  # the teacher, in its own framework, writes the store the student reads
+                teacher_file, history = self.cached_foreign.cache(directory, self.resume)
+                store = open_store_for(student_side(recipe, directory), data)
+            results = self.pipeline.execute(directory, self.resume, store)
+            if self.cached_foreign is not None:
+                results = _with_teacher_training(results, self.cached_foreign, teacher_file, history)
+            if not main:
+                return directory, {}
+            data_info = {"name": data.name, "fingerprint": data.fingerprint(), "train": len(data.train),
+                         "val": len(data.val), "test": len(data.test),
+                         "transfer": 0 if data.transfer is None else len(data.transfer)}
+            report = write_report(directory, recipe, _environment(recipe, self.pipeline), data_info, results)
+        except BaseException as error:
+            if not main:
+                raise
+            marker.write_text(f"kdistill run failed: {type(error).__name__}: {error}\n"
+                              f"resume with: kdistill run RECIPE --out {directory} --resume\n")
+            raise
+        marker.unlink()
+        return directory, report
+
+
+def prepare(recipe: Recipe, out: str | Path | None = None, resume: bool = False,
+            overwrite: bool = False) -> PreparedRun:
+    """Load the data and build and check every model (and the store): may fail, writes nothing."""
     directory = output_dir(recipe, out, resume, overwrite)
     data = load_task_data(recipe.data, recipe.task)
-    # build and check every model (and the store) first: may fail, writes nothing
     foreign = ForeignTeacher(recipe, data) if recipe.foreign_teacher else None
-    cached_foreign = foreign is not None and not recipe.teacher.online  # cached to OUT/teacher-store first
     store = open_store_for(recipe, data) if recipe.teacher.store is not None else None
-    if cached_foreign:
-        pipeline = _pipeline(student_side(recipe, directory), data)
-    elif foreign is not None:  # online: run per batch in its framework, handed over by DLPack
-        pipeline = _pipeline(recipe, data, teacher=foreign.online())
-    else:
+    if foreign is None:
         pipeline = _pipeline(recipe, data)
+    elif recipe.teacher.online:  # runs per batch inside the student's pipeline (DLPack): nothing to cache
+        pipeline, foreign = _pipeline(recipe, data, teacher=foreign.online()), None
+    else:
+        pipeline = _pipeline(student_side(recipe, directory), data)
     _check_same_recipe(directory, recipe, resume)
-    directory.mkdir(parents=True, exist_ok=True)
-    marker = directory / MARKER
-    main = is_main_process()  # in a data-parallel job, rank 0 alone writes
-    if main:
-        (directory / "recipe.yaml").write_text(recipe.to_yaml())
-        marker.write_text("kdistill run in progress (or interrupted); report.json is written last\n")
-        for stale in ("report.json", "report.md"):
-            (directory / stale).unlink(missing_ok=True)
-    try:
-        if cached_foreign:  # the teacher, in its own framework, writes the store the student reads
-            teacher_file, history = foreign.cache(directory, resume)
-            store = open_store_for(student_side(recipe, directory), data)
-        results = pipeline.execute(directory, resume, store)
-        if cached_foreign:
-            results = _with_teacher_training(results, foreign, teacher_file, history)
-        if not main:
-            return directory, {}
-        data_info = {"name": data.name, "fingerprint": data.fingerprint(), "train": len(data.train),
-                     "val": len(data.val), "test": len(data.test),
-                     "transfer": 0 if data.transfer is None else len(data.transfer)}
-        report = write_report(directory, recipe, _environment(recipe, pipeline), data_info, results)
-    except BaseException as error:
-        if not main:
-            raise
-        marker.write_text(f"kdistill run failed: {type(error).__name__}: {error}\nresume with: kdistill run RECIPE --out {directory} --resume\n")
-        raise
-    marker.unlink()
-    return directory, report
+    return PreparedRun(recipe, directory, resume, data, pipeline, store, foreign)
+
+
+def run(recipe: Recipe, out: str | Path | None = None, resume: bool = False, overwrite: bool = False) -> tuple[Path, dict]:
+    """Run a recipe end to end; returns the output directory and the report."""
+    return prepare(recipe, out, resume, overwrite).execute()
