@@ -32,7 +32,7 @@ from keras import layers, ops
 from kdistill.backend_common import check_objective
 from kdistill.errors import KdistillError
 from kdistill.keras.losses import LOSS_CLASSES, task_loss
-from kdistill.keras.parallel import shard_batch
+from kdistill.keras.parallel import gather_rows, replicas, shard_batch
 from kdistill.losses import CATALOGUE, FEATURE_LOSSES
 from kdistill.recipe import FeaturePair
 
@@ -179,20 +179,35 @@ class Distiller(keras.Model):
 
     def compute_loss(self, x: Any = None, y: Any = None, y_pred: Any = None, sample_weight: Any = None,
                      training: bool = True) -> Any:
-        """Σ weights[name] · loss[name] for a training batch; the task loss at T = 1 for evaluation."""
+        """Σ weights[name] · loss[name] for a training batch; the task loss at T = 1 for evaluation.
+
+        In a MirroredStrategy step (``train.data_parallel`` on TensorFlow) each replica holds its
+        rows of the batch: the outputs (and features) of every replica are gathered into the
+        whole batch, every replica computes its loss, and returns it divided by the replica count
+        (the optimizer sums the replicas' gradients)."""
         if y_pred is None:
             y_pred = self(x, training=training)
+        self._training_step = training  # read by compute_metrics while the same step is traced
+        teacher_out, teacher_features, student_features = None, [], list(self._tapped)
+        if training and self.distills:
+            teacher_out, teacher_features = self._teacher(x)
+            teacher_out = ops.cast(teacher_out, y_pred.dtype)
+        count = replicas()
+        if count > 1:
+            local = [y_pred, *student_features, *teacher_features, *([] if teacher_out is None else [teacher_out])]
+            y_pred, *gathered = gather_rows(ops.shape(y)[0], local)
+            student_features = gathered[:len(student_features)]
+            teacher_features = gathered[len(student_features):len(student_features) + len(teacher_features)]
+            teacher_out = None if teacher_out is None else gathered[-1]
+            y = gather_rows(ops.shape(y)[0], [y])[0]  # labeled rows only
         labeled = ops.shape(y)[0]
         labeled_out = y_pred[:labeled]
-        self._training_step = training  # read by compute_metrics while the same step is traced
         if not training:
-            return task_loss(labeled_out, y, self.task)
+            return task_loss(labeled_out, y, self.task) / count
         parts = {}
         if "task" in self.term_weights:
             parts["task"] = task_loss(labeled_out, y, self.task)
         if self.distills:
-            teacher_out, teacher_features = self._teacher(x)
-            teacher_out = ops.cast(teacher_out, y_pred.dtype)
             for name, term in self.terms.items():
                 if CATALOGUE[name].needs_labels:
                     parts[name] = term.compute_loss(teacher_out[:labeled], labeled_out, labels=y)
@@ -201,14 +216,14 @@ class Distiller(keras.Model):
             for name in dict.fromkeys(pair.loss for pair in self.pairs):
                 values = [term.compute_loss(t_feature, s_feature if adapter is None else adapter(s_feature))
                           for term, pair, adapter, s_feature, t_feature
-                          in zip(self.feature_terms, self.pairs, self.adapters, self._tapped, teacher_features)
+                          in zip(self.feature_terms, self.pairs, self.adapters, student_features, teacher_features)
                           if pair.loss == name]
                 parts[name] = ops.sum(ops.stack(values)) / len(values)
         total = sum(self.term_weights[name] * value for name, value in parts.items())
         for name, value in parts.items():
             self.trackers[name].update_state(value)
         self.trackers["total"].update_state(total)
-        return total
+        return total / count if count > 1 else total
 
     def compute_metrics(self, x: Any, y: Any, y_pred: Any, sample_weight: Any = None) -> dict:
         """Compiled metrics on the labeled rows only (transfer rows have no labels); the loss parts

@@ -14,7 +14,7 @@ from kdistill.data.splits import TaskData
 from kdistill.errors import KdistillError
 from kdistill.keras.distiller import Distiller
 from kdistill.keras.models import build_model, save_model
-from kdistill.keras.parallel import check_backend
+from kdistill.keras.parallel import build_scope, check_backend
 from kdistill.keras.teacher import Teacher, check_outputs
 from kdistill.keras.trainer import fit, predict
 from kdistill.recipe import Recipe
@@ -62,16 +62,16 @@ class KerasPipeline:
         probe = data.train.x[:4]
         self.teacher = None if self.offline else Teacher(recipe, data, probe)
         keras.utils.set_random_seed(recipe.train.seed)
-        self.student = build_model(recipe.student, data, "student")
-        check_outputs(self.student, probe, data, "student")  # builds a subclassed model's weights
-        self.initial_student = [np.array(weight) for weight in self.student.get_weights()]
-        self.scratch = self._twin(probe)
-        self.distiller = Distiller(
-            self.student, recipe.weights, {name: recipe.loss_settings(name) for name in recipe.losses},
-            teacher=None if self.teacher is None else self.teacher.model, features=recipe.features, task=recipe.task,
-            offline=self.offline,
-            probe=probe, name="distilled",
-        )
+        with build_scope(recipe.train.data_parallel):  # TensorFlow: every variable mirrored
+            self.student = build_model(recipe.student, data, "student")
+            check_outputs(self.student, probe, data, "student")  # builds a subclassed model's weights
+            self.initial_student = [np.array(weight) for weight in self.student.get_weights()]
+            self.scratch = self._twin(probe)
+            self.distiller = Distiller(
+                self.student, recipe.weights, {name: recipe.loss_settings(name) for name in recipe.losses},
+                teacher=None if self.teacher is None else self.teacher.model, features=recipe.features,
+                task=recipe.task, offline=self.offline, probe=probe, name="distilled",
+            )
 
     def _twin(self, probe: np.ndarray) -> keras.Model:
         """The scratch twin: ``clone_model`` of the student (a subclassed model, which Keras cannot
@@ -102,7 +102,8 @@ class KerasPipeline:
                       resume, None if store is None else store.fetch)
         measured["distilled"] = (self.student, save_model(self.student, out / "student.keras"), history)
         if self.recipe.compare.scratch:
-            twin = Distiller(self.scratch, {"task": 1.0}, task=self.recipe.task, name="scratch")
+            with build_scope(self.recipe.train.data_parallel):
+                twin = Distiller(self.scratch, {"task": 1.0}, task=self.recipe.task, name="scratch")
             history = fit("scratch", twin, self.data, self.recipe.train, checkpoints / "scratch.npz", resume)
             measured["scratch"] = (self.scratch, save_model(self.scratch, checkpoints / "scratch.keras"), history)
         return self._measure(measured, store)

@@ -16,6 +16,7 @@ from kdistill.data.splits import TaskData
 from kdistill.errors import KdistillError
 from kdistill.keras.distiller import Distiller
 from kdistill.keras.models import build_model, save_model
+from kdistill.keras.parallel import build_scope
 from kdistill.keras.trainer import fit
 from kdistill.recipe import Recipe
 from kdistill.training import History
@@ -38,8 +39,9 @@ class Teacher:
     def __init__(self, recipe: Recipe, data: TaskData, probe: np.ndarray):
         self.recipe, self.data = recipe, data
         keras.utils.set_random_seed(recipe.teacher_training().seed)
-        self.model = build_model(recipe.teacher, data, "teacher")
-        check_outputs(self.model, probe, data, "teacher")
+        with build_scope(recipe.teacher_training().data_parallel):  # TensorFlow: variables mirrored
+            self.model = build_model(recipe.teacher, data, "teacher")
+            check_outputs(self.model, probe, data, "teacher")
         self.parameters = int(self.model.count_params())
 
     def prepare(self, out: Path, checkpoints: Path, resume: bool) -> tuple[Path, History | None]:
@@ -49,7 +51,8 @@ class Teacher:
         if self.recipe.teacher.path is not None:
             return Path(self.recipe.teacher.path), None
         self.model.trainable = True
-        trainee = Distiller(self.model, {"task": 1.0}, task=self.recipe.task, name="teacher")
+        with build_scope(self.recipe.teacher_training().data_parallel):
+            trainee = Distiller(self.model, {"task": 1.0}, task=self.recipe.task, name="teacher")
         history = fit("teacher", trainee, self.data, self.recipe.teacher_training(), checkpoints / "teacher.npz", resume)
         self.model.trainable = False
         return save_model(self.model, out / "teacher.keras"), history

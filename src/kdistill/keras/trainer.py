@@ -22,7 +22,7 @@ import numpy as np
 from kdistill.data.splits import TaskData
 from kdistill.errors import KdistillError
 from kdistill.keras.distiller import Distiller
-from kdistill.keras.parallel import data_parallel
+from kdistill.keras import parallel
 from kdistill.progress import epoch_progress
 from kdistill.recipe import TrainConfig
 from kdistill.report.metrics import PRIMARY, task_metrics
@@ -142,8 +142,9 @@ def fit(role: str, distiller: Distiller, data: TaskData, config: TrainConfig, ch
     batch's sample ids to the teacher's outputs (a soft-target store's ``fetch``)."""
     transfer = data.transfer is not None and distiller.distills
     steps = epoch_plan(config.seed, 0, len(data.train), None, config.batch_size).steps
-    distiller.compile(optimizer=make_optimizer(config, steps * config.epochs))
-    distiller.optimizer.build(distiller.trainable_variables)
+    with parallel.build_scope(config.data_parallel):  # TensorFlow: the optimizer's variables mirrored
+        distiller.compile(optimizer=make_optimizer(config, steps * config.epochs))
+        distiller.optimizer.build(distiller.trainable_variables)
     history, start_epoch = History(metric=PRIMARY[data.task]), 0
     if resume and checkpoint is not None and checkpoint.exists():
         history, last_epoch = _load_checkpoint(checkpoint, distiller, role)
@@ -152,8 +153,12 @@ def fit(role: str, distiller: Distiller, data: TaskData, config: TrainConfig, ch
         progress.skip(start_epoch)
         if start_epoch < config.epochs:
             callback = _RunCallback(role, distiller, data, config, history, checkpoint, steps, progress)
-            with data_parallel(distiller, config.data_parallel):
-                distiller.fit(batches(data, config, start_epoch, transfer, teacher_outputs), epochs=config.epochs,
-                              initial_epoch=start_epoch, steps_per_epoch=steps, shuffle=False, verbose=0,
-                              callbacks=[callback])
+            def make_batches() -> Iterator[tuple[dict, np.ndarray]]:
+                return batches(data, config, start_epoch, transfer, teacher_outputs)
+            with parallel.data_parallel(distiller, config.data_parallel):
+                feed = make_batches()
+                if config.data_parallel and keras.backend.backend() == "tensorflow":
+                    feed = parallel.distributed_batches(make_batches)
+                distiller.fit(feed, epochs=config.epochs, initial_epoch=start_epoch, steps_per_epoch=steps,
+                              shuffle=False, verbose=0, callbacks=[callback])
     return history
