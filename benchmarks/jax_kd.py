@@ -48,25 +48,15 @@ from kdistill.store import StoreReader
 from kdistill.store.predictions import cache_predictions
 from kdistill.training import epoch_plan
 
+import timing
+
 T, WEIGHTS = 4.0, {"task": 0.1, "kd": 0.9}
 
 
 def kdistill_epochs(distiller: Distiller, data, config, teacher_outputs=None) -> list[float]:
     """Seconds of each epoch of ``fit``, from the end of one validation pass to the start of the next."""
-    stamps, predict = [time.perf_counter()], trainer.predict
-
-    def timed_predict(*args, **kwargs):
-        stamps.append(time.perf_counter())
-        result = predict(*args, **kwargs)
-        stamps.append(time.perf_counter())
-        return result
-
-    trainer.predict = timed_predict
-    try:
-        trainer.fit("bench", distiller, data, config, teacher_outputs=teacher_outputs)
-    finally:
-        trainer.predict = predict
-    return [stamps[index + 1] - stamps[index] for index in range(0, len(stamps) - 1, 2)]
+    return timing.epoch_seconds(trainer, lambda: trainer.fit("bench", distiller, data, config,
+                                                             teacher_outputs=teacher_outputs))
 
 
 def handwritten_epochs(student: nnx.Module, teacher: nnx.Module, data, config) -> list[float]:

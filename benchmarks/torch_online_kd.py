@@ -78,19 +78,10 @@ from kdistill.torch.distiller import Distiller
 from kdistill.torch.trainer import fit, predict, tensors
 from kdistill.torch.zoo import mlp
 
+import timing
+
 TARGET = 1.05
 TASK = "classification"
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def parse_hidden(text: str) -> list[int]:
@@ -298,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     print(f"command: {shlex.join(['python', *sys.argv])}")
-    print(f"machine: {cpu_model()}; {os.cpu_count()} logical CPUs; torch {torch.__version__}, "
+    print(f"machine: {timing.cpu_model()}; {os.cpu_count()} logical CPUs; torch {torch.__version__}, "
           f"{torch.get_num_threads()} intra-op threads; Python {platform.python_version()}")
     loaded = time.perf_counter()
     bench = Bench(args)
@@ -351,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
           f"max |Δw| = {drift:.2e} ({'same training' if drift < 1e-4 else 'DIFFERENT training'})")
     print(f"\n## Online KD, Fashion-MNIST, PyTorch CPU — median of {args.rounds} interleaved rounds "
           f"({len(clean_rounds)} fully clean)\n")
-    print(f"{cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
+    print(f"{timing.cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
           f"{len(bench.x_train)} samples, batch {args.batch_size}, {bench.steps} steps; teacher mlp "
           f"{args.teacher_hidden}, student mlp {args.student_hidden}\n")
     print("| variant | epoch (s) | ms/step |")
