@@ -182,8 +182,9 @@ class TrainConfig(StrictModel):
     progress: bool = True
     data_parallel: bool = False
     """JAX: shard every batch over all ``jax.devices()`` (a Mesh; parameters replicated). Keras:
-    ``keras.distribution.DataParallel`` on the Keras JAX backend (the TensorFlow and torch Keras
-    backends are refused). PyTorch uses ``kdistill run --nproc N`` (torchrun) instead."""
+    ``keras.distribution.DataParallel`` on the Keras JAX backend, ``tf.distribute.MirroredStrategy``
+    on the TensorFlow backend (the torch Keras backend is refused). PyTorch uses
+    ``kdistill run --nproc N`` (torchrun) instead."""
 
     @field_validator("temperature")
     @classmethod
