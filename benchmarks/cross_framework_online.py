@@ -1,22 +1,28 @@
 """Online distillation across frameworks: what does running the teacher in JAX or Keras cost a
 PyTorch student, against a PyTorch teacher of the same architecture?
 
-One online-KD epoch of the same PyTorch student (``kdistill.torch.trainer.fit``, weights
-``{task: 0.5, kd: 0.5}``, the Fashion-MNIST recipe's student) is timed with three frozen teachers
-of one architecture (the recipe's 1200-1200 MLP with dropout, eval mode):
+One online-KD epoch of the same PyTorch student (``kdistill.torch.trainer.fit``, the Fashion-MNIST
+recipe's student and weights) is timed with three frozen teachers of one architecture (the
+recipe's 1200-1200 MLP with dropout, eval mode), run as ``kdistill run`` runs them:
 
-* ``torch``: the teacher as a ``torch.nn.Module`` (same-framework online distillation);
-* ``jax``: a Flax NNX teacher run per batch through ``kdistill.torch.foreign.ForeignModule`` (batch
-  in and logits out by DLPack, zero-copy on the CPU; one jitted forward per batch shape);
-* ``keras``: a Keras teacher on TensorFlow, the same way (TensorFlow copies the batch in: it takes
-  only 64-byte aligned DLPack memory; logits out by DLPack).
+* ``torch``: the teacher as a ``torch.nn.Module``, called at every step (same-framework online);
+* ``jax``: a Flax NNX teacher (``teacher.backend: jax``, ``teacher.online: true``), asked once per
+  chunk of 20 steps for the logits of exactly the samples those steps hold
+  (``kdistill.torch.foreign.OnlineForeignTeacher.outputs``; inputs in and logits out by DLPack,
+  zero-copy on the CPU; one jitted forward per batch shape);
+* ``keras``: a Keras teacher on TensorFlow, the same way (TensorFlow copies the inputs in: it
+  takes only 64-byte aligned DLPack memory).
+
+``--per-step`` adds the foreign teachers called at every step through
+``kdistill.torch.foreign.ForeignModule``, the design the chunks replaced: on a CPU, two
+frameworks' thread pools then take turns on the cores at every step.
 
 Reported: the median of per-round ``foreign ÷ torch`` epoch ratios (the variants alternate within
-every round; the first, unmeasured round compiles), and each teacher's inference pass over the
-same inputs, which is most of the difference: the frameworks' own MLP forward speeds differ. The
-teachers are untrained (speed does not depend on the weights). Target: foreign ÷ torch ≤ 1.15.
+every round; a first, unmeasured round compiles), and each teacher's inference pass over the
+same inputs (eval batches), which shows how fast each framework runs the MLP itself. The teachers
+are untrained (speed does not depend on the weights). Target: foreign ÷ torch ≤ 1.15.
 
-    python benchmarks/cross_framework_online.py                  # ~2 min on 2 quiet CPU cores
+    python benchmarks/cross_framework_online.py                  # ~3 min on 2 quiet CPU cores
     python benchmarks/cross_framework_online.py --limit 0        # all 54,000 training images
 """
 
@@ -36,7 +42,7 @@ from kdistill.data import load_task_data
 from kdistill.recipe import load_recipe
 from kdistill.torch import trainer
 from kdistill.torch.distiller import Distiller
-from kdistill.torch.foreign import ForeignModule
+from kdistill.torch.foreign import OnlineForeignTeacher
 from kdistill.torch.models import build_model
 
 FOREIGN = ("jax", "keras")
@@ -46,29 +52,37 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--limit", type=int, default=20000, help="images (0: all)")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--per-step", action="store_true", help="also call the foreign teachers at every step")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-cross-framework-online"))
     args = parser.parse_args()
 
     recipe = load_recipe("fashion_mnist_mlp", [f"data.limit={args.limit or 'null'}", "train.progress=false",
                                                "train.epochs=1", "train.schedule=constant", "train.device=cpu"])
     data = load_task_data(recipe.data, recipe.task)
-    teachers = {"torch": import_backend("torch", "cache").build_teacher(recipe, data).model.eval()}
-    for backend in FOREIGN:
-        foreign = import_backend(backend, "cache").build_teacher(recipe.model_copy(update={"backend": backend}), data)
-        teachers[backend] = ForeignModule(foreign).eval()
+    torch_teacher = import_backend("torch", "cache").build_teacher(recipe, data).model.eval()
+    foreign = {backend: OnlineForeignTeacher(import_backend(backend, "cache").build_teacher(
+        recipe.model_copy(update={"backend": backend}), data)) for backend in FOREIGN}
     torch.manual_seed(recipe.train.seed)
     student, _ = build_model(recipe.student, data, "student")
     settings = {name: recipe.loss_settings(name) for name in recipe.losses}
     x_train = torch.from_numpy(data.train.x)
 
-    def online_epoch(teacher: torch.nn.Module) -> float:
-        distiller = Distiller(copy.deepcopy(student), recipe.task, recipe.weights, settings, teacher=teacher)
-        return trainer.fit("distilled", distiller, data, recipe.train, torch.device("cpu")).train_seconds
+    def online_epoch(teacher: torch.nn.Module | None = None, outputs=None) -> float:
+        distiller = Distiller(copy.deepcopy(student), recipe.task, recipe.weights, settings, teacher=teacher,
+                              offline=outputs is not None)
+        return trainer.fit("distilled", distiller, data, recipe.train, torch.device("cpu"),
+                           teacher_outputs=outputs).train_seconds
 
     def teacher_pass(teacher: torch.nn.Module) -> float:
-        return timing.wall_seconds(lambda: trainer.predict(teacher, x_train, recipe.train.batch_size))
+        return timing.wall_seconds(lambda: trainer.predict(teacher, x_train, recipe.train.eval_batch_size))
 
-    variants = {f"online {name}": (lambda teacher=teacher: online_epoch(teacher)) for name, teacher in teachers.items()}
+    variants = {"online torch": lambda: online_epoch(torch_teacher)}
+    for name, teacher in foreign.items():
+        outputs = teacher.outputs(data, None, recipe.train.eval_batch_size)
+        variants[f"online {name}"] = lambda outputs=outputs: online_epoch(outputs=outputs)
+        if args.per_step:
+            variants[f"online {name} per step"] = lambda teacher=teacher: online_epoch(teacher.model)
+    teachers = {"torch": torch_teacher, **{name: teacher.model for name, teacher in foreign.items()}}
     variants |= {f"teacher pass {name}": (lambda teacher=teacher: teacher_pass(teacher))
                  for name, teacher in teachers.items()}
     timing.interleaved(variants, 1)  # warm-up: compiles the jitted and traced forwards
@@ -80,21 +94,24 @@ def main() -> None:
         "settings": {"train_images": len(data.train), "transfer_images": len(data.transfer or []),
                      "batch_size": recipe.train.batch_size, "rounds": args.rounds},
         "median_seconds": {name: statistics.median(values) for name, values in seconds.items()},
-        "online_ratio": {name: timing.per_round_ratio(seconds[f"online {name}"], seconds["online torch"])
-                         for name in FOREIGN},
+        "online_ratio": {name.removeprefix("online "): timing.per_round_ratio(values, seconds["online torch"])
+                         for name, values in seconds.items() if name.startswith("online ") and name != "online torch"},
         "teacher_pass_ratio": {name: timing.per_round_ratio(seconds[f"teacher pass {name}"], seconds["teacher pass torch"])
                                for name in FOREIGN},
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "result.json").write_text(json.dumps(result, indent=2))
     print(f"\n{len(data.train)} labeled + {len(data.transfer or [])} transfer images, batch {recipe.train.batch_size}")
-    print("| teacher framework | online KD epoch (s) | ÷ torch teacher | teacher pass (s) | ÷ torch pass |")
-    print("|---|---|---|---|---|")
-    for name in ("torch", *FOREIGN):
-        online, passed = result["median_seconds"][f"online {name}"], result["median_seconds"][f"teacher pass {name}"]
+    print("| teacher | online KD epoch (s) | ÷ torch teacher |")
+    print("|---|---|---|")
+    for name in ("torch", *result["online_ratio"]):
         ratio = "1" if name == "torch" else f"{result['online_ratio'][name]['median']:.3f}"
-        pass_ratio = "1" if name == "torch" else f"{result['teacher_pass_ratio'][name]['median']:.3f}"
-        print(f"| {name} | {online:.3f} | {ratio} | {passed:.3f} | {pass_ratio} |")
+        print(f"| {name} | {result['median_seconds'][f'online {name}']:.3f} | {ratio} |")
+    print("\n| teacher | inference pass (s) | ÷ torch |")
+    print("|---|---|---|")
+    for name in ("torch", *FOREIGN):
+        ratio = "1" if name == "torch" else f"{result['teacher_pass_ratio'][name]['median']:.3f}"
+        print(f"| {name} | {result['median_seconds'][f'teacher pass {name}']:.3f} | {ratio} |")
     print(f"result: {args.out / 'result.json'}")
 
 

@@ -61,6 +61,7 @@ class TorchPipeline:
         self.offline = recipe.teacher.store is not None
         self.probe = tensors(data.train.take(np.arange(min(4, len(data.train)))), self.device)[0]
         self.teacher = teacher or (None if self.offline else Teacher(recipe, data, self.device, self.probe))
+        self.foreign = isinstance(self.teacher, OnlineForeignTeacher)  # its outputs come per chunk of steps
         torch.manual_seed(recipe.train.seed)
         self.student, self.student_spec = build_model(recipe.student, data, "student")
         self.initial_student = copy.deepcopy(self.student.state_dict())
@@ -70,8 +71,8 @@ class TorchPipeline:
         self.distiller = Distiller(
             self.student, recipe.task, recipe.weights,
             {name: recipe.loss_settings(name) for name in recipe.losses},
-            teacher=None if self.teacher is None else self.teacher.model, features=recipe.features, probe=self.probe,
-            offline=self.offline,
+            teacher=None if self.teacher is None or self.foreign else self.teacher.model, features=recipe.features,
+            probe=self.probe, offline=self.offline or self.foreign,
         )
 
     def environment(self) -> dict:
@@ -99,9 +100,11 @@ class TorchPipeline:
         if self.teacher is not None:
             measured["teacher"] = (self.teacher.model, *self.teacher.prepare(out, checkpoints, resume))
         augment = self.recipe.data.augment
+        teacher_outputs = store.fetch if store is not None else \
+            self.teacher.outputs(self.data, augment, self.recipe.train.eval_batch_size) if self.foreign else None
         history = fit("distilled", self.distiller, self.data, self.recipe.train, self.device,
-                      checkpoints / "distilled.pt", resume, None if store is None else store.fetch,
-                      augment, None if store is None else store.manifest.views)
+                      checkpoints / "distilled.pt", resume, teacher_outputs, augment,
+                      None if store is None else store.manifest.views)
         measured["distilled"] = (self.student, save_model(self.student, self.student_spec, out / "student") if main else None,
                                  history)
         if self.recipe.compare.scratch:

@@ -102,25 +102,29 @@ def epoch_batches(plan: EpochPlan, ranks: distributed.Ranks | None, data: TaskDa
     return batches
 
 
-def _fetch_chunk(teacher_outputs: Callable[[np.ndarray, np.ndarray | None], np.ndarray], chunk: list[Batch],
-                 device: torch.device) -> tuple[torch.Tensor, ...]:
-    """The stored teacher outputs of several steps in one read and one copy, split per step."""
+TeacherOutputs = Callable[[np.ndarray, np.ndarray | None], np.ndarray | torch.Tensor]
+
+
+def _fetch_chunk(teacher_outputs: TeacherOutputs, chunk: list[Batch], device: torch.device) -> tuple[torch.Tensor, ...]:
+    """The teacher outputs of several steps in one read (a store's) or one call (a foreign
+    teacher's) and one copy, split per step."""
     ids = np.concatenate([batch.ids for batch in chunk])
     views = None if chunk[0].views is None else np.concatenate([batch.views for batch in chunk])
-    outputs = torch.from_numpy(teacher_outputs(ids, views)).to(device)
+    outputs = teacher_outputs(ids, views)
+    outputs = (outputs if isinstance(outputs, torch.Tensor) else torch.from_numpy(outputs)).to(device)
     return torch.split(outputs, [len(batch.ids) for batch in chunk])
 
 
 def fit(role: str, distiller: Distiller, data: TaskData, config: TrainConfig, device: torch.device,
         checkpoint: Path | None = None, resume: bool = False,
-        teacher_outputs: Callable[[np.ndarray, np.ndarray | None], np.ndarray] | None = None,
-        augment: AugmentConfig | None = None, stored_views: int | None = None) -> History:
+        teacher_outputs: TeacherOutputs | None = None, augment: AugmentConfig | None = None, stored_views: int | None = None) -> History:
     """Train ``distiller``'s student (and adapters) for ``config.epochs``; returns the history.
 
     Each step takes ``batch_size`` labeled samples and, when the data has a transfer set and the
     distiller has distillation terms, ``batch_size`` unlabeled ones for those terms (a teacher or
-    scratch twin, trained on labels alone, never sees them). Offline, ``teacher_outputs`` maps the
-    batch's sample ids and view ids to the teacher's outputs (a soft-target store's ``fetch``).
+    scratch twin, trained on labels alone, never sees them). Without a teacher module,
+    ``teacher_outputs`` maps the batch's sample ids and view ids to the teacher's outputs (a
+    soft-target store's ``fetch``, or a foreign teacher run on them: :mod:`kdistill.torch.foreign`).
     With ``augment``, every sample of a batch is replaced by its view of the epoch: a fresh one
     online, one of the store's ``stored_views`` offline (:mod:`kdistill.data.augment`)."""
     x_train, y_train = tensors(data.train, device)
