@@ -104,9 +104,7 @@ class Framework:
     def build(self, config, field: str, seed: int) -> Any: ...
     def fresh(self) -> Any: ...
     def distiller(self, student, weights: dict, losses: dict | None = None, teacher=None, offline: bool = False) -> Any: ...
-    def fit(self, distiller, config, teacher_outputs=None) -> Any: ...
     def trainer(self) -> Any: ...
-    def predict(self, model, x: np.ndarray) -> np.ndarray: ...
     def freeze(self, model) -> None: ...
     def save_teacher(self, stem: Path) -> Path: ...
     def versions(self) -> dict[str, str]: ...
@@ -124,6 +122,13 @@ class Framework:
             raise RuntimeError(f"{self.name} {variant}: timed {len(seconds)} epochs of {self.recipe.train.epochs}")
         self.finals[variant] = student
         return statistics.median(seconds[1:])
+
+    def fit(self, distiller, config, teacher_outputs=None) -> Any:
+        """The backend trainer's ``fit`` (Keras and JAX take no device)."""
+        return self.trainer().fit("bench", distiller, self.data, config, teacher_outputs=teacher_outputs)
+
+    def predict(self, model, x: np.ndarray) -> np.ndarray:
+        return self.trainer().predict(model, x, self.batch_size)
 
     def variants(self) -> dict[str, Any]:
         return {
@@ -212,16 +217,10 @@ class KerasFramework(Framework):
 
         return Distiller(student, weights, losses, teacher=teacher, offline=offline, task="classification")
 
-    def fit(self, distiller, config, teacher_outputs=None):
-        return self.trainer().fit("bench", distiller, self.data, config, teacher_outputs=teacher_outputs)
-
     def trainer(self):
         from kdistill.keras import trainer
 
         return trainer
-
-    def predict(self, model, x):
-        return self.trainer().predict(model, x, self.batch_size)
 
     def freeze(self, model):
         model.trainable = False
@@ -261,16 +260,10 @@ class JaxFramework(Framework):
 
         return Distiller(student, "classification", weights, losses, teacher=teacher, offline=offline)
 
-    def fit(self, distiller, config, teacher_outputs=None):
-        return self.trainer().fit("bench", distiller, self.data, config, teacher_outputs=teacher_outputs)
-
     def trainer(self):
         from kdistill.jax import trainer
 
         return trainer
-
-    def predict(self, model, x):
-        return self.trainer().predict(model, x, self.batch_size)
 
     def freeze(self, model):
         pass  # the JAX Distiller holds a teacher under stop_gradient, in eval mode
