@@ -129,3 +129,35 @@ def test_both_frameworks_check_their_model_before_anything_is_written(tmp_path, 
                  "--out", str(tmp_path / "out")]) == 2
     assert f"{field}: outputs (3,) per sample, but digits (classification) needs (10,)" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_foreign_run_resumes_with_its_cached_store_and_kdistill_cache_runs_the_teacher_in_its_framework(
+        tmp_path, monkeypatch):
+    from kdistill.store import MANIFEST, StoreReader
+    from kdistill.torch.pipeline import TorchPipeline
+
+    args = set_args("backend=torch", "teacher.backend=jax", "compare.scratch=false")
+    execute = TorchPipeline.execute
+
+    def interrupted(*_args, **_kwargs):
+        raise KdistillError("the student's training was interrupted")
+
+    monkeypatch.setattr(TorchPipeline, "execute", interrupted)
+    assert main(["run", *args, "--out", str(tmp_path / "run")]) == 2  # after the teacher was cached
+    store_manifest = tmp_path / "run" / STORE_DIR / MANIFEST
+    assert store_manifest.exists() and (tmp_path / "run" / "INCOMPLETE").exists()
+    cached_at = store_manifest.stat().st_mtime_ns
+    monkeypatch.setattr(TorchPipeline, "execute", execute)
+    assert main(["run", *args, "--out", str(tmp_path / "run"), "--resume"]) == 0
+    assert store_manifest.stat().st_mtime_ns == cached_at  # the finished store is kept, not cached again
+    assert main(["run", *args, "--out", str(tmp_path / "straight")]) == 0
+    resumed, straight = by_role(read_report(tmp_path / "run")), by_role(read_report(tmp_path / "straight"))
+    assert resumed["distilled"]["metrics"] == straight["distilled"]["metrics"]
+    assert resumed["distilled"]["val_history"] == straight["distilled"]["val_history"]
+
+    # the same recipe caches its JAX teacher with JAX, whatever the student's backend
+    assert main(["cache", *args, "--set", f"teacher.path={tmp_path / 'straight' / 'teacher.safetensors'}",
+                 "--store", str(tmp_path / "store")]) == 0
+    by_hand, automatic = StoreReader(tmp_path / "store"), StoreReader(tmp_path / "straight" / STORE_DIR)
+    assert by_hand.manifest.teacher["backend"] == "jax"
+    assert (by_hand.fetch(automatic.ids) == automatic.fetch(automatic.ids)).all()

@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.verb == "validate":
             print(recipe.to_yaml(), end="")
             return 0
+        if args.verb == "cache":  # caching runs the teacher, in its own framework
+            recipe = recipe.in_teacher_framework()
         if getattr(args, "nproc", None) is not None:
             return _launch(recipe, args, argv)
         if args.verb == "cache":

@@ -38,7 +38,7 @@ class ForeignTeacher:
         if world_size() > 1:
             raise KdistillError(f"teacher.backend: {recipe.teacher.backend!r} teachers are cached in one process; "
                                 "run without --nproc, or cache it first (kdistill cache) and give teacher.store")
-        self.recipe = recipe.model_copy(update={"backend": recipe.teacher.backend})  # as its framework runs it
+        self.recipe = recipe.in_teacher_framework()
         self.data = data
         self.backend = import_backend(recipe.teacher.backend, "cache")
         self.teacher = self.backend.build_teacher(self.recipe, data)

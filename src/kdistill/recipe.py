@@ -289,6 +289,10 @@ class Recipe(StrictModel):
         """Is the teacher a model of another framework than the student's?"""
         return self.teacher.backend is not None and self.teacher.backend != self.backend
 
+    def in_teacher_framework(self) -> "Recipe":
+        """The recipe as the teacher's framework runs it: ``backend`` is ``teacher.backend`` (if set)."""
+        return self.model_copy(update={"backend": self.teacher.backend or self.backend})
+
     def loss_settings(self, name: str) -> dict[str, float]:
         """The keyword arguments a loss runs with: its own settings; a temperature it takes but
         was not given is the catalogue default, else ``train.temperature``."""
