@@ -161,3 +161,10 @@ def test_a_foreign_run_resumes_with_its_cached_store_and_kdistill_cache_runs_the
     by_hand, automatic = StoreReader(tmp_path / "store"), StoreReader(tmp_path / "straight" / STORE_DIR)
     assert by_hand.manifest.teacher["backend"] == "jax"
     assert (by_hand.fetch(automatic.ids) == automatic.fetch(automatic.ids)).all()
+
+
+def test_nproc_with_a_foreign_teacher_is_refused_before_launch(tmp_path, capsys):
+    assert main(["run", "--nproc", "2", *set_args("teacher.backend=jax"), "--out", str(tmp_path / "out")]) == 2
+    assert "--nproc: a teacher of another framework (teacher.backend 'jax') is trained in one process" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

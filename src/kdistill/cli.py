@@ -115,6 +115,9 @@ def _launch(recipe: Recipe, args: argparse.Namespace, argv: list[str]) -> int:
     output directory resolved once); a failed process ends the job with a clear error."""
     if recipe.backend != "torch":
         raise KdistillError(f"--nproc: data-parallel runs are for backend 'torch' in this version, not {recipe.backend!r}")
+    if recipe.foreign_teacher:
+        raise KdistillError(f"--nproc: a teacher of another framework (teacher.backend {recipe.teacher.backend!r}) is "
+                            "trained in one process; cache it first (kdistill cache) and give teacher.store")
     from kdistill.data import load_task_data
     from kdistill.torch.distributed import check_last_batch, launch
 
