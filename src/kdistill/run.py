@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from kdistill.backend_common import import_backend
-from kdistill.cross_framework import ForeignTeacher, student_side
+from kdistill.cross_framework import CachedForeignTeacher, TrainedTeacher, online_teacher, student_side
 from kdistill.data import load_task_data
 from kdistill.errors import KdistillError
 from kdistill.ranks import is_main_process
@@ -34,10 +34,10 @@ def _pipeline(recipe: Recipe, data, **options):
     return getattr(import_backend(recipe.backend, "pipeline"), PIPELINES[recipe.backend])(recipe, data, **options)
 
 
-def _with_teacher_training(results: list[ModelResult], foreign: ForeignTeacher, teacher_file: Path,
-                           history) -> list[ModelResult]:
+def _with_teacher_training(results: list[ModelResult], teacher: TrainedTeacher) -> list[ModelResult]:
     """A foreign teacher is scored from its store; add what its own framework knew of it."""
-    return [dataclasses.replace(result, parameters=foreign.teacher.parameters, size_bytes=teacher_file.stat().st_size,
+    history = teacher.history
+    return [dataclasses.replace(result, parameters=teacher.parameters, size_bytes=teacher.path.stat().st_size,
                                 val_history=[] if history is None else list(history.val),
                                 train_seconds=None if history is None else history.train_seconds)
             if result.role == "teacher" else result for result in results]
@@ -94,7 +94,7 @@ class PreparedRun:
     data: object
     pipeline: object
     store: object  # the opened teacher.store, if the recipe gives one
-    cached_foreign: ForeignTeacher | None  # a teacher of another framework, cached to OUT/teacher-store first
+    cached_foreign: CachedForeignTeacher | None  # a teacher of another framework, cached to OUT/teacher-store first
 
     def execute(self) -> tuple[Path, dict]:
         """Train, measure and write the report; returns the output directory and the report."""
@@ -109,11 +109,11 @@ class PreparedRun:
                 (directory / stale).unlink(missing_ok=True)
         try:
             if self.cached_foreign is not None:  # the teacher, in its own framework, writes the store the student reads
-                teacher_file, history = self.cached_foreign.cache(directory, self.resume)
+                trained_teacher = self.cached_foreign.cache(directory, self.resume)
                 store = open_store_for(student_side(recipe, directory), data)
             results = self.pipeline.execute(directory, self.resume, store)
             if self.cached_foreign is not None:
-                results = _with_teacher_training(results, self.cached_foreign, teacher_file, history)
+                results = _with_teacher_training(results, trained_teacher)
             if not main:
                 return directory, {}
             data_info = {"name": data.name, "fingerprint": data.fingerprint(), "train": len(data.train),
@@ -135,16 +135,17 @@ def prepare(recipe: Recipe, out: str | Path | None = None, resume: bool = False,
     """Load the data and build and check every model (and the store): may fail, writes nothing."""
     directory = output_dir(recipe, out, resume, overwrite)
     data = load_task_data(recipe.data, recipe.task)
-    foreign = ForeignTeacher(recipe, data) if recipe.foreign_teacher else None
+    cached_foreign = None
     store = open_store_for(recipe, data) if recipe.teacher.store is not None else None
-    if foreign is None:
+    if not recipe.foreign_teacher:
         pipeline = _pipeline(recipe, data)
-    elif recipe.teacher.online:  # runs per batch inside the student's pipeline (DLPack): nothing to cache
-        pipeline, foreign = _pipeline(recipe, data, teacher=foreign.online()), None
-    else:
+    elif recipe.teacher.online:  # runs inside the student's pipeline, handed over by DLPack
+        pipeline = _pipeline(recipe, data, teacher=online_teacher(recipe, data))
+    else:  # checked in its own process now; trained and cached there before the student trains
+        cached_foreign = CachedForeignTeacher(recipe)
         pipeline = _pipeline(student_side(recipe, directory), data)
     _check_same_recipe(directory, recipe, resume)
-    return PreparedRun(recipe, directory, resume, data, pipeline, store, foreign)
+    return PreparedRun(recipe, directory, resume, data, pipeline, store, cached_foreign)
 
 
 def run(recipe: Recipe, out: str | Path | None = None, resume: bool = False, overwrite: bool = False) -> tuple[Path, dict]:
