@@ -54,8 +54,9 @@ class TorchPipeline:
     trained); ``execute`` trains and measures, writing only inside the output directory."""
 
     def __init__(self, recipe: Recipe, data: TaskData, teacher: Teacher | OnlineForeignTeacher | None = None):
-        """``teacher``: one built already, e.g. a teacher of another framework run per batch
-        (``teacher.online``); by default the recipe's teacher is built here (none for a store)."""
+        """``teacher``: one built already, e.g. a teacher of another framework run on the fly
+        (``teacher.online``: asked for a chunk of steps' outputs at a time); by default the
+        recipe's teacher is built here (none for a store)."""
         self.recipe, self.data = recipe, data
         self.device = distributed.local_device(choose_device(recipe.train.device))
         self.offline = recipe.teacher.store is not None
