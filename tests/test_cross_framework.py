@@ -95,7 +95,9 @@ def test_an_online_foreign_teacher_teaches_the_same_student_as_its_cached_output
         args = set_args("backend=torch", f"teacher.backend={teacher}", f"teacher.online={online}", "compare.scratch=false")
         assert main(["run", *args, "--out", str(tmp_path / mode)]) == 0
         runs[mode] = by_role(read_report(tmp_path / mode))
-    assert not (tmp_path / "online" / STORE_DIR).exists()  # nothing cached: the teacher ran per batch
+    assert not (tmp_path / "online" / STORE_DIR).exists()  # nothing cached: the teacher ran on the fly
+    assert f"(teacher in `{teacher}`, run on the fly)" in (tmp_path / "online" / "report.md").read_text()
+    assert f"(teacher in `{teacher}`, taught through its cached outputs)" in (tmp_path / "cached" / "report.md").read_text()
     assert runs["online"]["teacher"]["metrics"] == runs["cached"]["teacher"]["metrics"]
     assert runs["online"]["teacher"]["latency_ms"]  # measured through DLPack, beside the student
     # the same float32 logits reach the loss either way: the same student, step for step
@@ -168,3 +170,37 @@ def test_nproc_with_a_foreign_teacher_is_refused_before_launch(tmp_path, capsys)
     assert "--nproc: a teacher of another framework (teacher.backend 'jax') is trained in one process" in \
         capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_fresh_start_in_an_interrupted_runs_directory_caches_its_own_teacher(tmp_path, monkeypatch):
+    from kdistill.cross_framework import CachedForeignTeacher
+    from kdistill.store import StoreReader
+    from kdistill.store.manifest import file_sha256
+    from kdistill.torch.pipeline import TorchPipeline
+
+    def interrupted(*_args, **_kwargs):
+        raise KdistillError("interrupted")
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(TorchPipeline, "execute", interrupted)  # run A: its teacher cached, then interrupted
+    assert main(["run", *set_args("teacher.backend=jax", "teacher.train.epochs=1"), "--out", str(out)]) == 2
+    assert (out / STORE_DIR).exists()
+    monkeypatch.undo()
+    cache = CachedForeignTeacher.cache
+    monkeypatch.setattr(CachedForeignTeacher, "cache", interrupted)  # run B, afresh: interrupted before caching
+    args = set_args("teacher.backend=jax", "teacher.train.epochs=2")
+    assert main(["run", *args, "--out", str(out)]) == 2
+    assert not (out / STORE_DIR).exists() and not (out / "checkpoints").exists()  # nothing of A's is left to reuse
+    monkeypatch.setattr(CachedForeignTeacher, "cache", cache)
+    assert main(["run", *args, "--out", str(out), "--resume"]) == 0
+    assert StoreReader(out / STORE_DIR).manifest.teacher["sha256"] == file_sha256(out / "teacher.safetensors")
+
+
+def test_a_foreign_teacher_trains_on_one_device_and_a_missing_framework_names_teacher_backend():
+    from kdistill.backend_common import import_backend
+
+    recipe = load_recipe(None, ["backend=jax", "train.data_parallel=true", "teacher.backend=keras"])
+    assert recipe.train.data_parallel and not recipe.in_teacher_framework().train.data_parallel
+    assert recipe.in_teacher_framework().backend == "keras"
+    with pytest.raises(KdistillError, match="^teacher.backend: 'jax' needs kdistill.jax.no_such_module"):
+        import_backend("jax", "no_such_module", field="teacher.backend")

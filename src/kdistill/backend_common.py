@@ -19,13 +19,13 @@ from kdistill.errors import KdistillError
 EXTRAS = {"torch": "torch", "keras": "tensorflow", "jax": "jax"}  # backend → the pip extra that installs it
 
 
-def import_backend(backend: str, module: str) -> Any:
+def import_backend(backend: str, module: str, field: str = "backend") -> Any:
     """``kdistill.BACKEND.MODULE``, imported only now (``import kdistill`` loads no framework); a
-    missing framework is a named error that says which extra installs it."""
+    missing framework is a named error (on the recipe's ``field``) that says which extra installs it."""
     try:
         return importlib.import_module(f"kdistill.{backend}.{module}")
     except ImportError as error:
-        raise KdistillError(f"backend: {backend!r} needs {error.name or error}; "
+        raise KdistillError(f"{field}: {backend!r} needs {error.name or error}; "
                             f"pip install 'kdistill[{EXTRAS[backend]}]'") from None
 
 

@@ -12,6 +12,8 @@ Online (``teacher.online``): a PyTorch student runs the teacher on the fly, in t
 (:mod:`kdistill.torch.foreign`), so every augmented view reaches it.
 
 The teacher's process is ``python -m kdistill.cross_framework check|cache``, the recipe on stdin.
+Where two frameworks share a GPU, JAX and TensorFlow are asked to take memory as they need it
+(:data:`SHARE_DEVICES`, unless set already) rather than most of the device up front.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ from kdistill.store.writer import atomic_write
 from kdistill.training import History
 
 STORE_DIR = "teacher-store"
+# two frameworks on one GPU: neither may take most of its memory up front (JAX and TensorFlow do by default)
+SHARE_DEVICES = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false", "TF_FORCE_GPU_ALLOW_GROWTH": "true"}
 SUMMARY = "foreign-teacher.json"  # in OUT/checkpoints: what the teacher's process reports back
 
 
@@ -47,13 +51,22 @@ def student_side(recipe: Recipe, out: Path) -> Recipe:
     return recipe.model_copy(update={"teacher": TeacherConfig(store=str(out / STORE_DIR))})
 
 
+def share_devices() -> None:
+    """Ask JAX and TensorFlow (unless the user already chose) to take GPU memory as they need it,
+    so that a student and a teacher of two frameworks fit on one device; set before either starts."""
+    for name, value in SHARE_DEVICES.items():
+        os.environ.setdefault(name, value)
+
+
 def build_teacher(recipe: Recipe, data: TaskData) -> Any:
     """The teacher, built in its framework (imported now) and checked against the data."""
-    return import_backend(recipe.teacher.backend, "cache").build_teacher(recipe.in_teacher_framework(), data)
+    backend = import_backend(recipe.teacher.backend, "cache", field="teacher.backend")
+    return backend.build_teacher(recipe.in_teacher_framework(), data)
 
 
 def online_teacher(recipe: Recipe, data: TaskData) -> Any:
     """The teacher as a PyTorch student's online teacher, in this process (:mod:`kdistill.torch.foreign`)."""
+    share_devices()
     return import_backend("torch", "foreign").OnlineForeignTeacher(build_teacher(recipe, data))
 
 
@@ -75,6 +88,7 @@ class CachedForeignTeacher:
             raise KdistillError(f"teacher.backend: {recipe.teacher.backend!r} teachers are cached in one process; "
                                 "run without --nproc, or cache it first (kdistill cache) and give teacher.store")
         self.recipe = recipe
+        share_devices()  # before the student's framework starts here, and inherited by the teacher's process
         found = self._process("check", capture=True)
         if found.returncode != 0:
             errors = [line.removeprefix("kdistill: error: ") for line in found.stderr.splitlines()
@@ -109,7 +123,7 @@ class CachedForeignTeacher:
 def _cache_in_this_process(recipe: Recipe, data: TaskData, out: Path, resume: bool) -> None:
     """The teacher's process: train (or load) the teacher, cache it, report to ``OUT/checkpoints``."""
     backend, teacher_recipe = import_backend(recipe.teacher.backend, "cache"), recipe.in_teacher_framework()
-    teacher = backend.build_teacher(teacher_recipe, data)
+    teacher = build_teacher(recipe, data)
     checkpoints = out / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
     teacher_file, history = teacher.prepare(out, checkpoints, resume)

@@ -290,8 +290,12 @@ class Recipe(StrictModel):
         return self.teacher.backend is not None and self.teacher.backend != self.backend
 
     def in_teacher_framework(self) -> "Recipe":
-        """The recipe as the teacher's framework runs it: ``backend`` is ``teacher.backend`` (if set)."""
-        return self.model_copy(update={"backend": self.teacher.backend or self.backend})
+        """The recipe as the teacher's framework runs it: ``backend`` is ``teacher.backend`` (if
+        set); a foreign teacher trains on one device (``train.data_parallel`` is the student's)."""
+        if not self.foreign_teacher:
+            return self
+        return self.model_copy(update={"backend": self.teacher.backend,
+                                       "train": self.train.model_copy(update={"data_parallel": False})})
 
     def loss_settings(self, name: str) -> dict[str, float]:
         """The keyword arguments a loss runs with: its own settings; a temperature it takes but

@@ -10,12 +10,13 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import platform
+import shutil
 from pathlib import Path
 
 import yaml
 
 from kdistill.backend_common import import_backend
-from kdistill.cross_framework import CachedForeignTeacher, TrainedTeacher, online_teacher, student_side
+from kdistill.cross_framework import STORE_DIR, CachedForeignTeacher, TrainedTeacher, online_teacher, student_side
 from kdistill.data import load_task_data
 from kdistill.errors import KdistillError
 from kdistill.ranks import is_main_process
@@ -107,6 +108,9 @@ class PreparedRun:
             marker.write_text("kdistill run in progress (or interrupted); report.json is written last\n")
             for stale in ("report.json", "report.md"):
                 (directory / stale).unlink(missing_ok=True)
+            if not self.resume:  # a fresh start: nothing of an interrupted run may be taken for this one's
+                for stale in ("checkpoints", STORE_DIR):
+                    shutil.rmtree(directory / stale, ignore_errors=True)
         try:
             if self.cached_foreign is not None:  # the teacher, in its own framework, writes the store the student reads
                 trained_teacher = self.cached_foreign.cache(directory, self.resume)

@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from kdistill.data.splits import TaskData
@@ -21,7 +20,8 @@ from kdistill.store.cache import Predict
 
 def teacher_predict(recipe: Recipe, data: TaskData, batch_size: int) -> tuple[Predict, dict[str, Any]]:
     """The teacher's ``predict(x) -> logits`` and its identity for the store manifest."""
-    teacher = load_model(recipe.teacher.path, "teacher")
+    with jax.default_device(choose_device(recipe.train.device)):  # its parameters, and so its forwards, live there
+        teacher = load_model(recipe.teacher.path, "teacher")
 
     def run(x: np.ndarray) -> np.ndarray:
         return predict(teacher, x, batch_size)
@@ -31,5 +31,4 @@ def teacher_predict(recipe: Recipe, data: TaskData, batch_size: int) -> tuple[Pr
 
 def build_teacher(recipe: Recipe, data: TaskData) -> Teacher:
     """The recipe's teacher, built and checked on the run's device (nothing compiled or trained yet)."""
-    with jax.default_device(choose_device(recipe.train.device)):
-        return Teacher(recipe, data, jnp.asarray(data.train.x[:4]))
+    return Teacher(recipe, data, choose_device(recipe.train.device))

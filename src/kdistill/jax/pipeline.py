@@ -63,7 +63,7 @@ class JaxPipeline:
         self.offline = recipe.teacher.store is not None
         with jax.default_device(self.device):
             self.probe = jnp.asarray(data.train.x[:4])
-            self.teacher = None if self.offline else Teacher(recipe, data, self.probe)
+            self.teacher = None if self.offline else Teacher(recipe, data, self.device)
             self.student, self.student_spec = build_model(recipe.student, data, "student", recipe.train.seed)
             check_outputs(self.student, self.probe, data, "student")
             self.scratch = copied(self.student)

@@ -33,14 +33,15 @@ def check_outputs(model: nnx.Module, probe: jax.Array, data: TaskData, field: st
 
 
 class Teacher:
-    """``__init__`` builds the teacher with its own seed and checks it (nothing trained, compiled
-    or written); :meth:`prepare` trains it unless ``teacher.path`` gave trained weights. Call both
-    under the run's ``jax.default_device``."""
+    """``__init__`` builds the teacher on ``device`` with its own seed and checks it (nothing
+    trained, compiled or written); :meth:`prepare` trains it there unless ``teacher.path`` gave
+    trained weights."""
 
-    def __init__(self, recipe: Recipe, data: TaskData, probe: jax.Array):
-        self.recipe, self.data = recipe, data
-        self.model, self.spec = build_model(recipe.teacher, data, "teacher", recipe.teacher_training().seed)
-        check_outputs(self.model, probe, data, "teacher")
+    def __init__(self, recipe: Recipe, data: TaskData, device: jax.Device):
+        self.recipe, self.data, self.device = recipe, data, device
+        with jax.default_device(device):
+            self.model, self.spec = build_model(recipe.teacher, data, "teacher", recipe.teacher_training().seed)
+            check_outputs(self.model, jnp.asarray(data.train.x[:4]), data, "teacher")
         self.parameters = count_parameters(self.model)
 
     def prepare(self, out: Path, checkpoints: Path, resume: bool) -> tuple[Path, History | None]:
@@ -49,8 +50,9 @@ class Teacher:
         Returns the weights file and the training history (None for a loaded teacher)."""
         if self.recipe.teacher.path is not None:
             return Path(self.recipe.teacher.path), None
-        trainee = Distiller(self.model, self.recipe.task, {"task": 1.0})
-        history = fit("teacher", trainee, self.data, self.recipe.teacher_training(), checkpoints / "teacher", resume)
+        with jax.default_device(self.device):
+            trainee = Distiller(self.model, self.recipe.task, {"task": 1.0})
+            history = fit("teacher", trainee, self.data, self.recipe.teacher_training(), checkpoints / "teacher", resume)
         return save_model(self.model, self.spec, out / "teacher"), history
 
     def dlpack_forward(self) -> Callable[[Any], jax.Array]:

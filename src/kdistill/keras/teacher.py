@@ -21,6 +21,8 @@ from kdistill.keras.trainer import fit
 from kdistill.recipe import Recipe
 from kdistill.training import History
 
+CPU = 1  # DLPack's device type of host memory (kDLCPU)
+
 
 def check_outputs(model: keras.Model, probe: np.ndarray, data: TaskData, field: str) -> None:
     """One inference forward on ``probe`` (which also builds a subclassed model's weights): the
@@ -67,9 +69,13 @@ class Teacher:
             import tensorflow as tf
 
             call = tf.function(lambda x: self.model(x, training=False))
-            # in: TensorFlow takes only 64-byte aligned DLPack memory, so the batch is copied once
-            # (through a zero-copy numpy view); out: its logits leave by DLPack without a copy
-            return lambda x: tf.experimental.dlpack.to_dlpack(call(tf.convert_to_tensor(np.from_dlpack(x))))
+
+            def to_tensorflow(x: Any) -> tf.Tensor:
+                if x.__dlpack_device__()[0] == CPU:  # TensorFlow takes only 64-byte aligned host memory:
+                    return tf.convert_to_tensor(np.from_dlpack(x))  # copied once, through a zero-copy view
+                return tf.experimental.dlpack.from_dlpack(x.__dlpack__())
+
+            return lambda x: tf.experimental.dlpack.to_dlpack(call(to_tensorflow(x)))  # logits out without a copy
         if backend == "jax":
             import jax.numpy as jnp
 

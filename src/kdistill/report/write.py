@@ -47,7 +47,9 @@ def _markdown(recipe: Recipe, report: dict) -> str:
         f"# kdistill report: {recipe.name}",
         "",
         f"Backend `{report['backend']}`"
-        + (f" (teacher in `{recipe.teacher.backend}`, taught through its cached outputs)" if recipe.foreign_teacher else "")
+        + (f" (teacher in `{recipe.teacher.backend}`, "
+           + ("run on the fly" if recipe.teacher.online else "taught through its cached outputs") + ")"
+           if recipe.foreign_teacher else "")
         + f", task `{recipe.task}`, data `{report['data']['name']}` "
         f"({report['data']['train']} train / {report['data']['val']} val / {report['data']['test']} test"
         + (f" / {report['data']['transfer']} transfer" if report["data"]["transfer"] else "") + "), "

@@ -22,8 +22,8 @@ from kdistill.store.writer import new_manifest
 from kdistill.torch import distributed
 from kdistill.torch.models import build_model
 from kdistill.torch.pipeline import choose_device
-from kdistill.torch.teacher import Teacher
-from kdistill.torch.trainer import predict, tensors
+from kdistill.torch.teacher import Teacher, probe_rows
+from kdistill.torch.trainer import predict
 
 
 def _device(recipe: Recipe) -> torch.device:
@@ -33,7 +33,7 @@ def _device(recipe: Recipe) -> torch.device:
 def build_teacher(recipe: Recipe, data: TaskData) -> Teacher:
     """The recipe's teacher, built and checked on this process's device (nothing trained yet)."""
     device = _device(recipe)
-    return Teacher(recipe, data, device, tensors(data.train.take(np.arange(min(4, len(data.train)))), device)[0])
+    return Teacher(recipe, data, device, probe_rows(data, device))
 
 
 def teacher_predict(recipe: Recipe, data: TaskData, batch_size: int) -> tuple[Predict, dict[str, Any]]:

@@ -8,7 +8,6 @@ import copy
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -22,7 +21,7 @@ from kdistill.torch import distributed
 from kdistill.torch.distiller import Distiller
 from kdistill.torch.models import build_model, count_parameters, save_model
 from kdistill.torch.foreign import OnlineForeignTeacher
-from kdistill.torch.teacher import Teacher, check_outputs
+from kdistill.torch.teacher import Teacher, check_outputs, probe_rows
 from kdistill.torch.trainer import fit, predict, tensors
 
 
@@ -60,7 +59,7 @@ class TorchPipeline:
         self.recipe, self.data = recipe, data
         self.device = distributed.local_device(choose_device(recipe.train.device))
         self.offline = recipe.teacher.store is not None
-        self.probe = tensors(data.train.take(np.arange(min(4, len(data.train)))), self.device)[0]
+        self.probe = probe_rows(data, self.device)
         self.teacher = teacher or (None if self.offline else Teacher(recipe, data, self.device, self.probe))
         self.foreign = isinstance(self.teacher, OnlineForeignTeacher)  # its outputs come per chunk of steps
         torch.manual_seed(recipe.train.seed)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from kdistill.backend_common import check_output_shape
@@ -15,8 +16,13 @@ from kdistill.recipe import Recipe
 from kdistill.torch import distributed
 from kdistill.torch.distiller import Distiller
 from kdistill.torch.models import build_model, count_parameters, save_model
-from kdistill.torch.trainer import fit
+from kdistill.torch.trainer import fit, tensors
 from kdistill.training import History
+
+
+def probe_rows(data: TaskData, device: torch.device) -> torch.Tensor:
+    """A few training inputs on ``device``: what the output checks run on."""
+    return tensors(data.train.take(np.arange(min(4, len(data.train)))), device)[0]
 
 
 def check_outputs(model: torch.nn.Module, probe: torch.Tensor, data: TaskData, field: str) -> None:
