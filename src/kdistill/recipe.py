@@ -23,7 +23,9 @@ IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    """Unknown fields are refused, and so is an infinite or NaN float anywhere (dict values included)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class TransferConfig(StrictModel):
@@ -61,7 +63,7 @@ class AugmentConfig(StrictModel):
 
     shift: int = Field(0, ge=0, le=16)
     flip: bool = False
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**63)
 
     @model_validator(mode="after")
     def _does_something(self) -> AugmentConfig:
@@ -76,7 +78,7 @@ class DataConfig(StrictModel):
     val_fraction: float = Field(0.1, gt=0, le=0.5)
     test_fraction: float = Field(0.2, gt=0, le=0.5)
     limit: int | None = Field(None, ge=10)
-    split_seed: int = 0
+    split_seed: int = Field(0, ge=0, lt=2**63)
     transfer: TransferConfig | None = None
     ranking: RankingConfig = RankingConfig()
     augment: AugmentConfig | None = None
@@ -175,7 +177,7 @@ class TrainConfig(StrictModel):
     weight_decay: float = Field(0.0, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     schedule: Literal["constant", "cosine", "step"] = "cosine"
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32 - TEACHER_SEED_OFFSET)  # Keras seeds numpy's global RNG (< 2**32) with seed + offset
     temperature: float = 4.0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     eval_batch_size: int = Field(1024, ge=1)
