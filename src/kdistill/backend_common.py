@@ -1,7 +1,5 @@
-"""What every backend shares around its models, framework-free: importing a backend's module only
-when it is needed, finding a factory by recipe name and calling it with the data facts it asks
-for, writing a saved model's two files, and the checks of a distiller's objective and of a
-model's output shape (so their errors read the same)."""
+"""What every backend shares around its model files, framework-free: finding a factory by recipe
+name and calling it with the data facts it asks for, and writing a saved model's two files."""
 
 from __future__ import annotations
 
@@ -16,17 +14,6 @@ from typing import Any
 from kdistill.data.splits import TaskData
 from kdistill.errors import KdistillError
 
-EXTRAS = {"torch": "torch", "keras": "tensorflow", "jax": "jax"}  # backend → the pip extra that installs it
-
-
-def import_backend(backend: str, module: str, field: str = "backend") -> Any:
-    """``kdistill.BACKEND.MODULE``, imported only now (``import kdistill`` loads no framework); a
-    missing framework is a named error (on the recipe's ``field``) that says which extra installs it."""
-    try:
-        return importlib.import_module(f"kdistill.{backend}.{module}")
-    except ImportError as error:
-        raise KdistillError(f"{field}: {backend!r} needs {error.name or error}; "
-                            f"pip install 'kdistill[{EXTRAS[backend]}]'") from None
 
 
 def resolve_factory(name: str, zoo: Mapping[str, Callable], field: str) -> Callable:
@@ -69,30 +56,6 @@ def build_from_factory(config_model: str, zoo: Mapping[str, Callable], kwargs: d
     if not isinstance(model, model_type):
         raise KdistillError(f"{field}.model: {config_model} returned {type(model).__name__}, not a {type_name}")
     return model, kwargs
-
-
-def check_objective(weights: Mapping[str, float], losses: Mapping[str, Any], catalogue: Iterable[str],
-                    has_teacher: bool) -> None:
-    """A distiller's losses and named weights: every loss known and given a teacher (or offline
-    outputs), every weight naming ``task`` or a loss, and none negative."""
-    if losses and not has_teacher:
-        raise KdistillError(f"losses {', '.join(losses)} need a teacher; none was given (offline=True: outputs come per batch)")
-    catalogue = list(catalogue)
-    for name in losses:
-        if name not in catalogue:
-            raise KdistillError(f"losses.{name}: unknown loss; allowed: {', '.join(catalogue)}")
-    for name, weight in weights.items():
-        if name != "task" and name not in losses:
-            raise KdistillError(f"weights.{name}: no loss of that name in losses ({', '.join(losses) or 'none'})")
-        if not weight >= 0:
-            raise KdistillError(f"weights.{name}: {weight} is negative (weights must be >= 0)")
-
-
-def check_output_shape(field: str, shape: tuple[int, ...], data: TaskData) -> None:
-    """A model's per-sample output shape must be the data's ``(output_dim,)``."""
-    expected = (data.output_dim,)
-    if tuple(shape) != expected:
-        raise KdistillError(f"{field}: outputs {tuple(shape)} per sample, but {data.name} ({data.task}) needs {expected}")
 
 
 def write_model_files(stem: Path, write_weights: Callable[[str], object], spec: dict[str, Any]) -> Path:

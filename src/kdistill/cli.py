@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from kdistill.compare import BACKENDS
+from kdistill.backends import NAMES as BACKENDS
 from kdistill.errors import KdistillError
 from kdistill.recipe import Recipe, builtin_recipes, load_recipe
 
@@ -113,8 +113,11 @@ def _without(argv: list[str], flag: str) -> list[str]:
 def _launch(recipe: Recipe, args: argparse.Namespace, argv: list[str]) -> int:
     """``--nproc N``: the same command in N torchrun processes of this machine (``run`` with its
     output directory resolved once); a failed process ends the job with a clear error."""
-    if recipe.backend != "torch":
-        raise KdistillError(f"--nproc: data-parallel runs are for backend 'torch' in this version, not {recipe.backend!r}")
+    from kdistill import backends
+
+    if not backends.supports(recipe.backend, backends.NPROC):
+        raise KdistillError(f"--nproc: runs of several processes are for backend(s) "
+                            f"{', '.join(backends.with_capability(backends.NPROC))}, not {recipe.backend!r}")
     if recipe.foreign_teacher:
         raise KdistillError(f"--nproc: a teacher of another framework (teacher.backend {recipe.teacher.backend!r}) is "
                             "trained in one process; cache it first (kdistill cache) and give teacher.store")
@@ -167,17 +170,14 @@ def _cache(recipe: Recipe, args: argparse.Namespace) -> int:
         count = cache_predictions(data, Path(args.from_predictions), args.kind, Path(args.store), **options)
         print(f"imported {count} predictions into {args.store}")
         return 0
-    if recipe.backend == "torch":  # one process, or one part per torchrun process
-        from kdistill.torch.cache import cache_teacher
-
-        cache_teacher(recipe, data, Path(args.store), batch_size=args.batch_size, views=args.views, **options)
-        return 0
-    from kdistill.backend_common import import_backend
+    from kdistill import backends
     from kdistill.store.cache import cache_teacher
 
-    backend = import_backend(recipe.backend, "cache")
-    cache_teacher(recipe, data, Path(args.store), backend.teacher_predict, batch_size=args.batch_size,
-                  views=args.views, **options)
+    options |= {"batch_size": args.batch_size, "views": args.views}
+    if backends.supports(recipe.backend, backends.NPROC):  # one process, or one part per process of --nproc
+        backends.import_module(recipe.backend, "cache").cache_teacher(recipe, data, Path(args.store), **options)
+    else:
+        cache_teacher(recipe, data, Path(args.store), backends.load(recipe.backend), **options)
     return 0
 
 

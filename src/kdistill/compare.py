@@ -24,12 +24,12 @@ import platform
 from collections.abc import Sequence
 from pathlib import Path
 
-from kdistill.backend_common import EXTRAS
+from kdistill import backends as registry
 from kdistill.errors import KdistillError
 from kdistill.recipe import Recipe, recipe_from_dict
 from kdistill.store.writer import atomic_write
 
-BACKENDS = ("torch", "keras", "jax")
+BACKENDS = registry.NAMES
 MARKER = "INCOMPLETE"
 ROLES = ("distilled", "scratch", "teacher")
 
@@ -39,29 +39,21 @@ def check_backends(backends: Sequence[str]) -> list[str]:
     if not backends:
         raise KdistillError(f"--backends: name at least one of {', '.join(BACKENDS)}")
     for backend in backends:
-        if backend not in BACKENDS:
-            raise KdistillError(f"--backends: {backend!r} is not a backend; allowed: {', '.join(BACKENDS)}")
+        registry.info(backend, "--backends")
     repeated = sorted({backend for backend in backends if list(backends).count(backend) > 1})
     if repeated:
         raise KdistillError(f"--backends: {', '.join(map(repr, repeated))} given more than once; name each backend once")
     return list(backends)
 
 
-def framework_modules(backend: str) -> tuple[str, ...]:
-    """The top-level modules a backend needs: Keras needs its own backend's framework too
-    (``KERAS_BACKEND``, TensorFlow by default)."""
-    if backend == "keras":
-        return "keras", os.environ.get("KERAS_BACKEND", "tensorflow")
-    return {"torch": ("torch",), "jax": ("jax", "flax", "optax")}[backend]
-
-
 def check_installed(backends: Sequence[str]) -> None:
     """Refuse, before anything runs, a backend whose framework is not installed, naming the pip extra."""
     for backend in backends:
-        missing = [module for module in framework_modules(backend) if importlib.util.find_spec(module) is None]
+        missing = [module for module in registry.info(backend).framework_modules()
+                   if importlib.util.find_spec(module) is None]
         if missing:
             raise KdistillError(f"--backends: {backend!r} needs {', '.join(missing)}, which is not installed; "
-                                f"pip install 'kdistill[{EXTRAS[backend]}]' (or leave {backend} out of --backends)")
+                                f"pip install 'kdistill[{registry.info(backend).extra}]' (or leave {backend} out of --backends)")
 
 
 def backend_recipes(recipe: Recipe, backends: Sequence[str]) -> dict[str, Recipe]:

@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from kdistill.backend_common import import_backend
+from kdistill import backends
 from kdistill.data import load_task_data
 from kdistill.data.splits import TaskData
 from kdistill.errors import KdistillError
@@ -60,14 +60,18 @@ def share_devices() -> None:
 
 def build_teacher(recipe: Recipe, data: TaskData) -> Any:
     """The teacher, built in its framework (imported now) and checked against the data."""
-    backend = import_backend(recipe.teacher.backend, "cache", field="teacher.backend")
-    return backend.build_teacher(recipe.in_teacher_framework(), data)
+    from kdistill.teacher import Teacher
+
+    backend = backends.load(recipe.teacher.backend, field="teacher.backend")
+    teacher_recipe = recipe.in_teacher_framework()
+    return Teacher(teacher_recipe, data, backend, backend.device(teacher_recipe.train.device))
 
 
 def online_teacher(recipe: Recipe, data: TaskData) -> Any:
-    """The teacher as a PyTorch student's online teacher, in this process (:mod:`kdistill.torch.foreign`)."""
+    """The teacher as the student's online teacher, in this process (the student backend's
+    ``foreign`` module: :mod:`kdistill.torch.foreign`)."""
     share_devices()
-    return import_backend("torch", "foreign").OnlineForeignTeacher(build_teacher(recipe, data))
+    return backends.import_module(recipe.backend, "foreign").OnlineForeignTeacher(build_teacher(recipe, data))
 
 
 @dataclasses.dataclass
@@ -122,7 +126,7 @@ class CachedForeignTeacher:
 
 def _cache_in_this_process(recipe: Recipe, data: TaskData, out: Path, resume: bool) -> None:
     """The teacher's process: train (or load) the teacher, cache it, report to ``OUT/checkpoints``."""
-    backend, teacher_recipe = import_backend(recipe.teacher.backend, "cache"), recipe.in_teacher_framework()
+    teacher_recipe = recipe.in_teacher_framework()
     teacher = build_teacher(recipe, data)
     checkpoints = out / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
@@ -131,7 +135,7 @@ def _cache_in_this_process(recipe: Recipe, data: TaskData, out: Path, resume: bo
     if not (resume and (store / MANIFEST).exists()):
         trained = teacher_recipe.model_copy(update={"teacher": teacher_recipe.teacher.model_copy(
             update={"path": str(teacher_file)})})
-        cache_teacher(trained, data, store, backend.teacher_predict, overwrite=not resume)
+        cache_teacher(trained, data, store, teacher.backend, overwrite=not resume)
     summary = {"path": str(teacher_file), "parameters": teacher.parameters,
                "history": None if history is None else dataclasses.asdict(history)}
     atomic_write(checkpoints / SUMMARY, json.dumps(summary).encode())

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import yaml
 
-from kdistill.backend_common import import_backend
 from kdistill.cross_framework import STORE_DIR, CachedForeignTeacher, TrainedTeacher, online_teacher, student_side
 from kdistill.data import load_task_data
 from kdistill.errors import KdistillError
+from kdistill.pipeline import Pipeline
 from kdistill.ranks import is_main_process
 from kdistill.recipe import Recipe
 from kdistill.report.results import ModelResult
@@ -26,14 +26,6 @@ from kdistill.report.write import write_report
 from kdistill.store.for_run import open_store_for
 
 MARKER = "INCOMPLETE"
-
-PIPELINES = {"torch": "TorchPipeline", "keras": "KerasPipeline", "jax": "JaxPipeline"}  # in kdistill.BACKEND.pipeline
-
-
-def _pipeline(recipe: Recipe, data, **options):
-    """The backend's pipeline, imported only now: ``import kdistill`` loads no framework."""
-    return getattr(import_backend(recipe.backend, "pipeline"), PIPELINES[recipe.backend])(recipe, data, **options)
-
 
 def _with_teacher_training(results: list[ModelResult], teacher: TrainedTeacher) -> list[ModelResult]:
     """A foreign teacher is scored from its store; add what its own framework knew of it."""
@@ -142,12 +134,12 @@ def prepare(recipe: Recipe, out: str | Path | None = None, resume: bool = False,
     cached_foreign = None
     store = open_store_for(recipe, data) if recipe.teacher.store is not None else None
     if not recipe.foreign_teacher:
-        pipeline = _pipeline(recipe, data)
+        pipeline = Pipeline(recipe, data)
     elif recipe.teacher.online:  # runs inside the student's pipeline, handed over by DLPack
-        pipeline = _pipeline(recipe, data, teacher=online_teacher(recipe, data))
+        pipeline = Pipeline(recipe, data, teacher=online_teacher(recipe, data))
     else:  # checked in its own process now; trained and cached there before the student trains
         cached_foreign = CachedForeignTeacher(recipe)
-        pipeline = _pipeline(student_side(recipe, directory), data)
+        pipeline = Pipeline(student_side(recipe, directory), data)
     _check_same_recipe(directory, recipe, resume)
     return PreparedRun(recipe, directory, resume, data, pipeline, store, cached_foreign)
 

@@ -16,7 +16,8 @@ class LossInfo:
     """inputs: "logits" (student & teacher outputs), "probs" (student logits & teacher
     probabilities), "features" (intermediate activations). default_temperature: None → the
     recipe's ``train.temperature``. needs_labels: the loss also reads the true class.
-    params: the settings a recipe may give it under ``losses.NAME``."""
+    params: the settings a recipe may give it under ``losses.NAME``. dense: it reads the raw
+    logits themselves, not only their tempered softmax or argmax (so a top-k store cannot feed it)."""
 
     name: str
     inputs: str
@@ -24,15 +25,16 @@ class LossInfo:
     default_temperature: float | None = None
     needs_labels: bool = False
     params: tuple[str, ...] = ("temperature",)
+    dense: bool = True
 
 
 _ALL = ("classification", "binary", "regression", "ranking")
 CATALOGUE: dict[str, LossInfo] = {
     info.name: info
     for info in (
-        LossInfo("kd", "logits", ("classification",)),
-        LossInfo("soft_ce", "probs", ("classification",)),
-        LossInfo("binary_kd", "logits", ("binary",)),
+        LossInfo("kd", "logits", ("classification",), dense=False),
+        LossInfo("soft_ce", "probs", ("classification",), dense=False),
+        LossInfo("binary_kd", "logits", ("binary",), dense=False),
         LossInfo("mse", "logits", _ALL, params=()),
         LossInfo("listwise", "logits", ("ranking",)),
         LossInfo("hint", "features", _ALL, params=()),
@@ -41,7 +43,7 @@ CATALOGUE: dict[str, LossInfo] = {
                  params=("temperature", "alpha", "beta")),
         LossInfo("dist", "logits", ("classification",), default_temperature=1.0,
                  params=("temperature", "beta", "gamma")),
-        LossInfo("hard", "logits", ("classification",), params=()),
+        LossInfo("hard", "logits", ("classification",), params=(), dense=False),
     )
 }
 FEATURE_LOSSES = tuple(name for name, info in CATALOGUE.items() if info.inputs == "features")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from kdistill.progress import console, sample_progress
 from kdistill.recipe import AugmentConfig, Recipe
 from kdistill.store.manifest import file_sha256
 from kdistill.store.writer import StoreWriter
+
+if TYPE_CHECKING:
+    from kdistill.backends.contract import Backend
 
 Predict = Callable[[np.ndarray], np.ndarray]
 
@@ -53,14 +56,15 @@ def store_settings(recipe: Recipe, data: TaskData, backend: str, spec: dict[str,
                         **data.meta.get("specialist", {})}}
 
 
-def cache_teacher(recipe: Recipe, data: TaskData, store: Path,
-                  load_teacher: Callable[[Recipe, TaskData, int], tuple[Predict, dict[str, Any]]], *,
+def cache_teacher(recipe: Recipe, data: TaskData, store: Path, backend: "Backend", *,
                   dtype: str = "float32", k: int | None = None, views: int | None = None, shard_size: int = 8192,
                   batch_size: int = 1024, overwrite: bool = False) -> dict:
-    """Cache the teacher that ``load_teacher(recipe, data, batch_size)`` gives as ``(predict,
-    identity)`` (a backend's ``teacher_predict``) over every sample of ``data``, in one process."""
+    """Cache the trained teacher of ``teacher.path``, run by ``backend``, over every sample of
+    ``data``, in one process."""
+    from kdistill.teacher import teacher_predict
+
     check_cacheable(recipe, views)
-    predict, spec = load_teacher(recipe, data, batch_size)
+    predict, spec = teacher_predict(recipe, data, batch_size, backend)
     settings = store_settings(recipe, data, recipe.backend, spec, dtype=dtype, k=k, views=views, shard_size=shard_size)
     ids, x = cache_inputs(data)
     return cache_outputs(predict, ids, x, store, settings, overwrite=overwrite, batch_size=batch_size,

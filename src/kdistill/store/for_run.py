@@ -6,10 +6,9 @@ import numpy as np
 
 from kdistill.data.splits import TaskData
 from kdistill.errors import KdistillError
+from kdistill.losses import CATALOGUE
 from kdistill.recipe import Recipe
 from kdistill.store.reader import StoreReader
-
-DENSE_FREE_LOSSES = {"kd", "soft_ce", "hard", "binary_kd"}  # read only the tempered softmax / argmax
 
 
 def open_store_for(recipe: Recipe, data: TaskData) -> StoreReader:
@@ -19,7 +18,7 @@ def open_store_for(recipe: Recipe, data: TaskData) -> StoreReader:
     store = StoreReader(recipe.teacher.store)
     needed = [split.ids for split in (data.train, data.transfer, data.test) if split is not None]
     store.check(ids=np.concatenate(needed), num_classes=data.output_dim, dataset_fingerprint=data.fingerprint(),
-                needs_dense=not set(recipe.losses) <= DENSE_FREE_LOSSES,
+                needs_dense=any(CATALOGUE[name].dense for name in recipe.losses),
                 augment=None if recipe.data.augment is None else recipe.data.augment.model_dump())
     return store
 

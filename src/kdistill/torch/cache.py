@@ -1,15 +1,12 @@
-"""``kdistill cache`` for PyTorch teachers: the trained teacher (``teacher.path``) as a predict
-function for :mod:`kdistill.store.cache`, in one process or, under torchrun (``--nproc N``), one
-part of the store per process, joined by rank 0 (:mod:`kdistill.store.parts`); and the teacher a
-student of another framework gets (:func:`build_teacher`, :mod:`kdistill.cross_framework`)."""
+"""``kdistill cache --nproc N`` for PyTorch teachers: under torchrun, one part of the store per
+process, joined by the main one (:mod:`kdistill.store.parts`); in one process, the shared loop of
+:mod:`kdistill.store.cache`."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import torch
 
 from kdistill.data.splits import TaskData
 from kdistill.errors import KdistillError
@@ -19,34 +16,9 @@ from kdistill.store import MANIFEST
 from kdistill.store.cache import Predict, cache_inputs, cache_outputs, check_cacheable, store_settings
 from kdistill.store.parts import assemble, part_path, part_range
 from kdistill.store.writer import new_manifest
+from kdistill.teacher import teacher_predict
 from kdistill.torch import distributed
-from kdistill.torch.models import build_model
-from kdistill.torch.pipeline import choose_device
-from kdistill.torch.teacher import Teacher, probe_rows
-from kdistill.torch.trainer import predict
-
-
-def _device(recipe: Recipe) -> torch.device:
-    return distributed.local_device(choose_device(recipe.train.device))
-
-
-def build_teacher(recipe: Recipe, data: TaskData) -> Teacher:
-    """The recipe's teacher, built and checked on this process's device (nothing trained yet)."""
-    device = _device(recipe)
-    return Teacher(recipe, data, device, probe_rows(data, device))
-
-
-def teacher_predict(recipe: Recipe, data: TaskData, batch_size: int) -> tuple[Predict, dict[str, Any]]:
-    """The trained teacher's (``teacher.path``) ``predict(x) -> logits`` and its identity for the
-    store manifest."""
-    device = _device(recipe)
-    teacher, spec = build_model(recipe.teacher, data, "teacher")
-    teacher.to(device).eval()
-
-    def run(x: np.ndarray) -> np.ndarray:
-        return predict(teacher, torch.from_numpy(x).to(device), batch_size)
-
-    return run, spec
+from kdistill.torch.backend import BACKEND
 
 
 def cache_teacher(recipe: Recipe, data: TaskData, store: Path, *, dtype: str = "float32", k: int | None = None,
@@ -57,11 +29,11 @@ def cache_teacher(recipe: Recipe, data: TaskData, store: Path, *, dtype: str = "
     With ``views`` = K, each sample is stored at K + 1 views of ``data.augment``: view 0 the sample
     itself (what evaluation reads), views 1..K the augmentations a student replays in training."""
     check_cacheable(recipe, views)
-    run, spec = teacher_predict(recipe, data, batch_size)
+    run, spec = teacher_predict(recipe, data, batch_size, BACKEND)
     settings = store_settings(recipe, data, "torch", spec, dtype=dtype, k=k, views=views, shard_size=shard_size)
     ids, x = cache_inputs(data)
     options = {"overwrite": overwrite, "batch_size": batch_size, "augment": recipe.data.augment}
-    ranks = distributed.setup(_device(recipe))
+    ranks = distributed.setup(BACKEND.device(recipe.train.device))
     try:
         if ranks is None:
             return cache_outputs(run, ids, x, store, settings, **options)

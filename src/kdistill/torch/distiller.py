@@ -13,9 +13,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from kdistill.backend_common import check_objective
 from kdistill.errors import KdistillError
-from kdistill.losses import CATALOGUE
+from kdistill.objective import Objective
 from kdistill.recipe import FeaturePair
 from kdistill.torch.features import FeatureTap, make_adapter
 from kdistill.torch.losses import LOSS_FUNCTIONS, task_loss
@@ -43,13 +42,10 @@ class Distiller(nn.Module):
                  losses: Mapping[str, Mapping[str, float]] | None = None, teacher: nn.Module | None = None,
                  features: Sequence[FeaturePair] = (), probe: torch.Tensor | None = None, offline: bool = False):
         super().__init__()
-        losses = dict(losses or {})
-        check_objective(weights, losses, LOSS_FUNCTIONS, teacher is not None or offline)
+        self.objective = Objective(task, weights, losses, teacher is not None or offline)
         self.student, self.task = student, task
-        self.weights = {name: float(weight) for name, weight in weights.items() if weight > 0}
-        self.losses = {name: dict(settings) for name, settings in losses.items() if name in self.weights}
         self._teacher = [freeze(teacher)] if teacher is not None else []  # a list keeps it out of parameters()
-        self.features = [pair for pair in features if pair.loss in self.losses]
+        self.features = [pair for pair in features if pair.loss in self.objective.weights]
         self.student_tap = FeatureTap(student, [pair.student for pair in self.features], "features.student")
         self.teacher_tap = FeatureTap(teacher, [pair.teacher for pair in self.features], "features.teacher") if self.features else None
         self.adapters = nn.ModuleDict()
@@ -92,45 +88,26 @@ class Distiller(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor, teacher_out: torch.Tensor | None = None,
                 share: Mapping[str, float] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(total, parts). Under data parallelism ``share`` scales each part in the total by this
-        process's share of the rows it averages: ``labeled`` for task and dkd, ``all`` for the rest
-        (see :mod:`kdistill.torch.distributed`)."""
+        process's share of the rows it averages (see :mod:`kdistill.torch.distributed`)."""
         student_out = self.student(x)
         labeled = len(y)
         parts: dict[str, torch.Tensor] = {}
-        labeled_out = student_out if labeled == len(x) else student_out[:labeled]
-        if "task" in self.weights and labeled:
-            parts["task"] = task_loss(labeled_out, y, self.task)
-        if self.losses:
-            if teacher_out is None:
-                with torch.no_grad():
-                    teacher_out = self.teacher(x)
-            for name, settings in self.losses.items():
-                parts[name] = self._distillation_loss(name, settings, student_out, teacher_out, labeled_out, y)
-        if share is None:
-            total = sum(self.weights[name] * value for name, value in parts.items())
-        else:
-            total = sum(self.weights[name] * value * share["labeled" if self._labeled_only(name) else "all"]
-                        for name, value in parts.items())
-        return total, parts
-
-    @staticmethod
-    def _labeled_only(name: str) -> bool:
-        return name == "task" or CATALOGUE[name].needs_labels
-
-    def _distillation_loss(self, name: str, settings: dict[str, float], student_out: torch.Tensor,
-                           teacher_out: torch.Tensor, labeled_out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        function = LOSS_FUNCTIONS[name]
-        if CATALOGUE[name].inputs == "features":
-            return sum(
-                function(self._student_feature(index, pair), self.teacher_tap.outputs[pair.teacher])
-                for index, pair in enumerate(self.features) if pair.loss == name
-            ) / sum(pair.loss == name for pair in self.features)
-        if name == "soft_ce":
-            temperature = settings["temperature"]
-            return function(student_out, F.softmax(teacher_out / temperature, dim=-1), **settings)
-        if CATALOGUE[name].needs_labels:
-            return function(labeled_out, teacher_out[:len(y)], y, **settings)
-        return function(student_out, teacher_out, **settings)
+        if "task" in self.objective.weights and labeled:
+            parts["task"] = task_loss(student_out if labeled == len(x) else student_out[:labeled], y, self.task)
+        if self.objective.terms and teacher_out is None:
+            with torch.no_grad():
+                teacher_out = self.teacher(x)
+        for term in self.objective.terms:
+            function = LOSS_FUNCTIONS[term.name]
+            if term.reads_features:
+                pairs = [(index, pair) for index, pair in enumerate(self.features) if pair.loss == term.name]
+                parts[term.name] = sum(function(self._student_feature(index, pair), self.teacher_tap.outputs[pair.teacher])
+                                       for index, pair in pairs) / len(pairs)
+            else:
+                arguments = Objective.logit_arguments(term, student_out, teacher_out, y, labeled,
+                                                      lambda z: F.softmax(z, dim=-1))
+                parts[term.name] = function(*arguments, **term.settings)
+        return self.objective.total(parts, share), parts
 
     def _student_feature(self, index: int, pair: FeaturePair) -> torch.Tensor:
         feature = self.student_tap.outputs[pair.student]

@@ -31,7 +31,7 @@ class ForeignModule(nn.Module):
 
     def __init__(self, teacher: Any):
         super().__init__()
-        self._teacher = teacher  # the framework's Teacher (kdistill.jax.teacher / kdistill.keras.teacher)
+        self._teacher = teacher  # a kdistill.teacher.Teacher of a backend with the dlpack_teacher capability
         self._call: Callable[[Any], Any] | None = None
 
     def refresh(self) -> None:
@@ -67,7 +67,7 @@ class OnlineForeignTeacher:
                 batch_size: int) -> Callable[[np.ndarray, np.ndarray | None], torch.Tensor]:
         """``(sample ids, view ids) -> logits`` over the training and transfer samples, each at
         the view the student gets (:func:`kdistill.data.augment.augment`), run ``batch_size`` rows
-        at a time: what :func:`kdistill.torch.trainer.fit` reads like a store's ``fetch``."""
+        at a time: what :func:`kdistill.training.loop.fit` reads like a store's ``fetch``."""
         splits = [split for split in (data.train, data.transfer) if split is not None]
         ids, x = np.concatenate([split.ids for split in splits]), np.concatenate([split.x for split in splits])
         order = np.argsort(ids)

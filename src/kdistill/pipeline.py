@@ -1,0 +1,93 @@
+"""The one pipeline of ``kdistill run``, for every backend: build and check the teacher and the
+student, train (or load) the teacher, distill the student, train the scratch twin from the
+identical initial weights, and measure all three for the report. The backend contributes its
+models and its training step (:mod:`kdistill.backends.contract`); the rest is written here once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kdistill import backends
+from kdistill.data.splits import TaskData
+from kdistill.objective import Objective
+from kdistill.ranks import is_main_process
+from kdistill.recipe import Recipe
+from kdistill.report.results import ModelResult, Trained, results_for
+from kdistill.store import StoreReader
+from kdistill.store.for_run import check_store_given
+from kdistill.teacher import Teacher, check_outputs, probe_rows
+from kdistill.training.loop import fit
+
+
+class Pipeline:
+    """Two phases: ``__init__`` builds everything and checks it (no files written, nothing
+    trained); ``execute`` trains and measures, writing only inside the output directory."""
+
+    def __init__(self, recipe: Recipe, data: TaskData, teacher: Any | None = None):
+        """``teacher``: one built already — a teacher of another framework run on the fly
+        (``teacher.online``), asked for a chunk of steps' outputs at a time; by default the
+        recipe's teacher is built here (none for a store)."""
+        self.recipe, self.data = recipe, data
+        self.backend = backend = backends.load(recipe.backend)
+        self.device = backend.device(recipe.train.device)
+        self.offline = recipe.teacher.store is not None
+        self.foreign = teacher is not None  # its outputs come per chunk of steps
+        self.teacher = teacher or (None if self.offline else Teacher(recipe, data, backend, self.device))
+        probe = probe_rows(data)
+        with backend.scope(self.device, recipe.train):
+            self.student, self.student_spec = backend.build(recipe.student, data, "student", recipe.train.seed, self.device)
+            check_outputs(backend, self.student, probe, data, "student", self.device)
+            self.scratch = backend.clone(self.student, self.student_spec, data, probe, self.device)
+            objective = Objective(recipe.task, recipe.weights, {name: recipe.loss_settings(name) for name in recipe.losses})
+            in_step = None if self.teacher is None or self.foreign else self.teacher.model
+            self.distiller = backend.distiller(self.student, objective, in_step, recipe.features, probe, self.device,
+                                               recipe.train.seed)
+
+    def environment(self) -> dict:
+        """Versions and device for the report."""
+        return self.backend.environment(self.device, self.recipe.train)
+
+    def execute(self, out: Path, resume: bool, store: StoreReader | None = None) -> list[ModelResult]:
+        """Train teacher (unless given), distilled student and scratch twin; measure them. An
+        offline run reads ``store`` (``teacher.store``, opened and checked by the caller). With
+        several processes every one trains its share and the main one alone saves and measures."""
+        check_store_given(self.offline, store)
+        recipe, backend, device = self.recipe, self.backend, self.device
+        with backend.job(device), backend.scope(device, recipe.train):
+            main = is_main_process()
+            checkpoints = out / "checkpoints"
+            checkpoints.mkdir(parents=True, exist_ok=True)
+            measured: dict[str, tuple[Any, Path | None, object]] = {}
+            if self.teacher is not None:
+                measured["teacher"] = (self.teacher.model, *self.teacher.prepare(out, checkpoints, resume))
+            augment = recipe.data.augment
+            teacher_outputs = store.fetch if store is not None else \
+                self.teacher.outputs(self.data, augment, recipe.train.eval_batch_size) if self.foreign else None
+            history = fit("distilled", backend, self.distiller, self.data, recipe.train, device,
+                          checkpoint_stem=checkpoints / "distilled", resume=resume, teacher_outputs=teacher_outputs,
+                          augment=augment, stored_views=None if store is None else store.manifest.views, run_dir=out)
+            saved = backend.save(self.student, self.student_spec, out / "student") if main else None
+            measured["distilled"] = (self.student, saved, history)
+            if recipe.compare.scratch:
+                twin = backend.distiller(self.scratch, Objective.task_only(recipe.task), None, (), None, device,
+                                         recipe.train.seed)
+                history = fit("scratch", backend, twin, self.data, recipe.train, device,
+                              checkpoint_stem=checkpoints / "scratch", resume=resume, augment=augment, run_dir=out)
+                saved = backend.save(self.scratch, self.student_spec, checkpoints / "scratch") if main else None
+                measured["scratch"] = (self.scratch, saved, history)
+            return self._measure(measured, store) if main else []
+
+    def _measure(self, measured: dict[str, tuple[Any, Path | None, object]],
+                 store: StoreReader | None) -> list[ModelResult]:
+        """Test metrics, size, agreement with the teacher, and latency taken side by side
+        (:func:`kdistill.report.results.results_for`)."""
+        backend, device, x_test = self.backend, self.device, self.data.test.x
+        batch_size = self.recipe.train.eval_batch_size
+        trained = {role: Trained(backend.timed_forward(model, x_test, device),
+                                 backend.predict(model, x_test, batch_size, device),
+                                 self.teacher.parameters if role == "teacher" else backend.count_parameters(model),
+                                 weights_file, history)
+                   for role, (model, weights_file, history) in measured.items()}
+        return results_for(self.data, trained, store, self.recipe.compare.latency_repeats)

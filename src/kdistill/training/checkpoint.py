@@ -1,0 +1,77 @@
+"""Checkpoints of every backend in one format: ``ROLE.ckpt.safetensors`` (the fit's state as named
+arrays: weights, optimizer, random state) and ``ROLE.ckpt.json`` (epoch, history, array names). Both
+are written to temporary names and renamed, the JSON last, so a checkpoint is whole or absent.
+Resuming reads tensors and JSON only: nothing is ever unpickled. A resume that finds a file of
+another kind where checkpoints live (a pickle, say) refuses it by name without opening it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save_file
+
+from kdistill.errors import KdistillError
+from kdistill.training import History
+
+FORMAT = "kdistill.checkpoint/1"
+OWN_SUFFIXES = (".safetensors", ".json", ".keras")  # checkpoints, and models saved beside them (no pickles)
+
+
+def _files(stem: Path) -> tuple[Path, Path]:
+    return stem.with_name(stem.name + ".ckpt.safetensors"), stem.with_name(stem.name + ".ckpt.json")
+
+
+def save(stem: Path, arrays: dict[str, np.ndarray], epoch: int, history: History) -> None:
+    """Write the state after ``epoch`` (0-based) and the history so far."""
+    tensors, sidecar = _files(stem)
+    tmp = tensors.with_name(tensors.name + ".tmp")
+    save_file({name: np.ascontiguousarray(array) for name, array in arrays.items()}, str(tmp),
+              metadata={"format": FORMAT})
+    os.replace(tmp, tensors)
+    meta = {"format": FORMAT, "epoch": epoch, "history": dataclasses.asdict(history), "arrays": sorted(arrays)}
+    tmp = sidecar.with_name(sidecar.name + ".tmp")
+    tmp.write_text(json.dumps(meta))
+    os.replace(tmp, sidecar)
+
+
+def exists(stem: Path) -> bool:
+    return all(path.exists() for path in _files(stem))
+
+
+def refuse_foreign(directory: Path) -> None:
+    """A directory of checkpoints holds kdistill's own files only; anything else (a pickled
+    ``.pt``, say) is refused by name, unopened."""
+    for path in sorted(directory.glob("*")) if directory.is_dir() else ():
+        if path.is_file() and path.suffix not in OWN_SUFFIXES and not path.name.endswith(".tmp"):
+            raise KdistillError(f"--resume: {path} is not a kdistill checkpoint (those are ROLE.ckpt.safetensors + "
+                                "ROLE.ckpt.json; kdistill never unpickles one): remove it, or start afresh in another --out")
+
+
+def load(stem: Path, role: str) -> tuple[dict[str, np.ndarray], int, History]:
+    """The arrays, the last finished epoch and the history of a checkpoint."""
+    tensors, sidecar = _files(stem)
+    try:
+        meta = json.loads(sidecar.read_text())
+        arrays = load_file(str(tensors))
+    except (OSError, ValueError, SafetensorError) as error:
+        raise KdistillError(f"--resume: {role} checkpoint {tensors} is damaged or not a kdistill checkpoint "
+                            f"({error}); start afresh in another --out") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or sorted(arrays) != meta.get("arrays"):
+        raise KdistillError(f"--resume: {sidecar} is not a {FORMAT} checkpoint of {tensors}; start afresh in another --out")
+    return arrays, int(meta["epoch"]), History(**meta["history"])
+
+
+def check_fits(arrays: dict[str, np.ndarray], expected: dict[str, np.ndarray], role: str, stem: Path) -> None:
+    """A checkpoint must hold every array this fit has (``expected``), each of the same shape and
+    dtype; it may hold more (state an optimizer makes at its first step)."""
+    wrong = sorted(name for name in expected if name not in arrays or arrays[name].shape != expected[name].shape
+                   or arrays[name].dtype != expected[name].dtype)
+    if wrong:
+        raise KdistillError(f"--resume: {_files(stem)[0]} does not fit this recipe's {role} model "
+                            f"(resume with the recipe of the interrupted run, or start afresh in another --out); "
+                            f"differing arrays: {', '.join(wrong[:5])}{' ...' if len(wrong) > 5 else ''}")

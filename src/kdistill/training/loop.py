@@ -1,0 +1,146 @@
+"""The one training loop: teacher, distilled student and scratch twin of every backend train here.
+
+Per epoch: the seeded plan (:mod:`kdistill.training.plan`) gives every step's rows; steps go to
+the backend's :class:`~kdistill.backends.contract.StepRunner` a chunk of ``CHECK_EVERY`` at a
+time, with the teacher's outputs for the whole chunk read in one call (a soft-target store's
+``fetch``, or a teacher of another framework run on those samples and views) and, with
+``data.augment``, each sample's view of the epoch drawn on the host. A chunk's losses are read
+once the next chunk is running (the device rarely waits) and checked to be finite: a divergence
+names its epoch and exact step and keeps the last good checkpoint. After every epoch: the
+validation metric, the events (progress bar, TensorBoard, MLflow) and a checkpoint
+(:mod:`kdistill.training.checkpoint`); resuming from it continues exactly as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdistill.backends.contract import Backend, StepRunner
+from kdistill.data.augment import augment as augment_views
+from kdistill.data.splits import TaskData
+from kdistill.errors import TrainingDiverged
+from kdistill.progress import epoch_progress
+from kdistill.ranks import is_main_process
+from kdistill.recipe import AugmentConfig, TrainConfig
+from kdistill.report.metrics import PRIMARY, task_metrics
+from kdistill.training import CHECK_EVERY, History, checkpoint
+from kdistill.training.plan import Step, epoch_plan, steps_per_epoch
+
+TeacherOutputs = Callable[[np.ndarray, np.ndarray | None], Any]  # (sample ids, view ids or None) -> logits
+
+
+def check_finite(role: str, epoch: int, first_step: int, rows: np.ndarray, names: list[str],
+                 kept: Path | None) -> None:
+    """``rows`` holds ``[total, *parts]`` for steps ``first_step``... (0-based): raise
+    TrainingDiverged at the first row that is not finite, naming the epoch, step and parts."""
+    finite = np.isfinite(rows).all(axis=1)
+    if finite.all():
+        return
+    bad = int(np.flatnonzero(~finite)[0])
+    raise TrainingDiverged(role, epoch + 1, first_step + bad + 1, dict(zip(names, rows[bad].tolist())),
+                           str(kept) if kept is not None else None)
+
+
+class _EpochLosses:
+    """An epoch's per-step losses: chunks pending on the device, then checked rows on the host."""
+
+    def __init__(self, role: str, epoch: int, runner: StepRunner, kept: Path | None, progress):
+        self.role, self.epoch, self.runner, self.kept, self.progress = role, epoch, runner, kept, progress
+        self.pending: list[tuple[int, Any]] = []
+        self.rows: list[np.ndarray] = []
+
+    def add(self, first_step: int, pending: Any) -> None:
+        self.pending.append((first_step, pending))
+
+    def check(self, keep_last: int = 0) -> None:
+        """Read and check every chunk but the last ``keep_last`` (those may still be running)."""
+        while len(self.pending) > keep_last:
+            first_step, pending = self.pending.pop(0)
+            rows = self.runner.losses(pending)
+            check_finite(self.role, self.epoch, first_step, rows, self.runner.names, self.kept)
+            self.rows.append(rows)
+            self.progress.step(self.epoch, first_step + len(rows), loss=float(rows[-1, 0]))
+
+    def means(self) -> list[float]:
+        return np.concatenate(self.rows).mean(axis=0).tolist()
+
+
+def fit(role: str, backend: Backend, distiller: Any, data: TaskData, config: TrainConfig, device: Any, *,
+        checkpoint_stem: Path | None = None, resume: bool = False, teacher_outputs: TeacherOutputs | None = None,
+        augment: AugmentConfig | None = None, stored_views: int | None = None,
+        run_dir: Path | None = None) -> History:
+    """Train ``distiller``'s student (and adapters) for ``config.epochs``; returns the history and
+    leaves the trained weights in the student.
+
+    Each step takes ``batch_size`` labeled samples and, when the data has a transfer set and the
+    objective distills, ``batch_size`` unlabeled ones for the distillation terms (a teacher or
+    scratch twin, trained on labels alone, never sees them). ``teacher_outputs`` maps a chunk's
+    sample ids and view ids to the teacher's outputs when no teacher model runs in the step.
+    With ``augment``, every sample is replaced by its view of the epoch: a fresh one online, one
+    of the store's ``stored_views`` offline (:mod:`kdistill.data.augment`). ``checkpoint_stem``:
+    where the state is saved after every epoch (and resumed from with ``resume``); ``run_dir``:
+    where ``config.log``'s events go."""
+    transfer = data.transfer is not None and distiller.objective.distills
+    n_transfer = len(data.transfer) if transfer else None
+    steps = steps_per_epoch(len(data.train), config.batch_size)
+    runner = backend.runner(distiller, data, config, steps * config.epochs, transfer, device)
+    history, start_epoch = History(metric=PRIMARY[data.task]), 0
+    if resume and checkpoint_stem is not None:
+        checkpoint.refuse_foreign(checkpoint_stem.parent)
+        if checkpoint.exists(checkpoint_stem):
+            arrays, last_epoch, history = checkpoint.load(checkpoint_stem, role)
+            checkpoint.check_fits(arrays, runner.state(), role, checkpoint_stem)
+            runner.load_state(arrays)
+            start_epoch = last_epoch + 1
+    main = is_main_process()
+    events = None
+    if config.log and main:
+        from kdistill.training.events import Events
+
+        events = Events(run_dir, role, config.log)
+    needs_ids = teacher_outputs is not None or augment is not None
+    try:
+        with runner.session(), epoch_progress(role, config.epochs, steps, enabled=config.progress and main) as progress:
+            progress.skip(start_epoch)
+            for epoch in range(start_epoch, config.epochs):
+                started = time.perf_counter()
+                plan = epoch_plan(config.seed, epoch, len(data.train), n_transfer, config.batch_size)
+                planned = [runner.local(Step(*plan.batch(index))) for index in range(plan.steps)]
+                if needs_ids:
+                    planned = [step.with_ids(data, config.seed, epoch, stored_views, augment is not None)
+                               for step in planned]
+                kept = checkpoint_stem if checkpoint_stem is not None and checkpoint.exists(checkpoint_stem) else None
+                losses = _EpochLosses(role, epoch, runner, kept, progress)
+                for first in range(0, len(planned), CHECK_EVERY):
+                    chunk = planned[first:first + CHECK_EVERY]
+                    if augment is not None:  # views drawn on the host from the numpy inputs
+                        chunk = [replace(step, x=augment_views(step.inputs(data), step.ids, step.views, augment))
+                                 for step in chunk]
+                    outputs = None
+                    if teacher_outputs is not None:  # one read (or one call) for the whole chunk
+                        outputs = teacher_outputs(np.concatenate([step.ids for step in chunk]),
+                                                  None if augment is None else np.concatenate([s.views for s in chunk]))
+                    losses.add(first, runner.run(chunk, outputs))
+                    losses.check(keep_last=1)  # the previous chunk: done by now, while this one runs
+                losses.check()
+                runner.finish()
+                seconds = time.perf_counter() - started
+                history.train_seconds += seconds
+                history.loss.append(dict(zip(runner.names, losses.means())))
+                outputs = backend.predict(backend.student(distiller), data.val.x, config.eval_batch_size, device)
+                history.val.append(task_metrics(data.task, outputs, data.val.y)[history.metric])
+                progress.end_epoch(epoch, history.loss[-1]["total"], **{history.metric: history.val[-1]})
+                if events is not None:
+                    events.epoch(epoch, history.loss[-1], {history.metric: history.val[-1]}, seconds)
+                if checkpoint_stem is not None and main:
+                    checkpoint.save(checkpoint_stem, runner.state(), epoch, history)
+    finally:
+        if events is not None:
+            events.close()
+    return history
