@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from kdistill import backends
 from kdistill.errors import KdistillError
 from kdistill.losses import CATALOGUE, FEATURE_LOSSES, LOSSES_BY_TASK
 
@@ -125,7 +126,7 @@ class TeacherTraining(StrictModel):
     weight_decay: float | None = Field(None, ge=0)
 
 
-Backend = Literal["torch", "keras", "jax"]
+Backend = Literal[backends.NAMES]  # the registry's names (kdistill.backends)
 
 
 class TeacherConfig(ModelConfig):
@@ -187,6 +188,14 @@ class TrainConfig(StrictModel):
     ``keras.distribution.DataParallel`` on the Keras JAX backend, ``tf.distribute.MirroredStrategy``
     on the TensorFlow backend (the torch Keras backend is refused). PyTorch uses
     ``kdistill run --nproc N`` (torchrun) instead."""
+    log: list[Literal["tensorboard", "mlflow"]] = []
+    """Training events besides the progress bar: per-epoch loss terms, validation metric and epoch
+    time to TensorBoard event files (``OUT/logs/tensorboard/ROLE``) and/or MLflow (``OUT/logs/mlruns``)."""
+
+    @field_validator("log", mode="before")
+    @classmethod
+    def _log_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else [] if value is None else value
 
     @field_validator("temperature")
     @classmethod
@@ -258,21 +267,12 @@ class Recipe(StrictModel):
         for name in FEATURE_LOSSES:
             if name in self.losses and not any(pair.loss == name for pair in self.features):
                 raise ValueError(f"losses.{name}: needs at least one features entry with loss: {name}")
-        if self.data.augment is not None and self.backend != "torch":
-            raise ValueError(f"data.augment: augmentation views run on the torch backend in this version, not "
-                             f"{self.backend!r}; drop data.augment or use backend: torch")
-        if self.train.data_parallel and self.backend == "torch":
-            raise ValueError("train.data_parallel: sharding over devices is for backends jax and keras, not 'torch' "
-                             "(PyTorch: kdistill run --nproc N)")
+        self._check_capabilities()
         if self.features and self.teacher.store is not None:
             raise ValueError("features: feature losses need the teacher model; teacher.store holds its outputs only")
         if self.teacher.store is not None and self.teacher.backend is not None:
             raise ValueError(f"teacher.backend: {self.teacher.backend!r} names the framework of a teacher model; a store "
                              "is read by every framework (drop teacher.backend)")
-        if self.teacher.online and not (self.foreign_teacher and self.backend == "torch"):
-            raise ValueError(f"teacher.online: runs a teacher of another framework (teacher.backend) per batch for a "
-                             f"torch student; here backend is {self.backend!r} and teacher.backend "
-                             f"{self.teacher.backend!r} (a teacher of the student's framework is online already)")
         if self.foreign_teacher:
             if self.features:
                 raise ValueError(f"features: feature losses need the teacher in the student's framework "
@@ -285,6 +285,29 @@ class Recipe(StrictModel):
             if pair.loss not in self.losses:
                 raise ValueError(f"features.{index}.loss: {pair.loss!r} is not in losses; add it with a weight")
         return self
+
+    def _check_capabilities(self) -> None:
+        """What the chosen backends must be able to do (the registry's capabilities)."""
+        def refuse(field: str, capability: str, backend: str, what: str) -> None:
+            if not backends.supports(backend, capability):
+                able = ", ".join(backends.with_capability(capability))
+                raise ValueError(f"{field}: {what} runs on backend(s) {able}, not {backend!r}")
+        if self.data.augment is not None:
+            refuse("data.augment", backends.AUGMENT, self.backend, "seeded augmentation views")
+        if self.features:
+            refuse("features", backends.FEATURES, self.backend, "feature distillation")
+        if self.train.data_parallel:
+            if backends.supports(self.backend, backends.NPROC) and not backends.supports(self.backend, backends.DATA_PARALLEL):
+                raise ValueError(f"train.data_parallel: {self.backend!r} runs data-parallel as processes: "
+                                 "kdistill run --nproc N")
+            refuse("train.data_parallel", backends.DATA_PARALLEL, self.backend, "sharding over the devices of one process")
+        if self.teacher.online:
+            if not self.foreign_teacher:
+                raise ValueError(f"teacher.online: runs a teacher of another framework (teacher.backend) per chunk of "
+                                 f"steps; here backend is {self.backend!r} and teacher.backend {self.teacher.backend!r} "
+                                 "(a teacher of the student's framework is online already)")
+            refuse("teacher.online", backends.ONLINE_FOREIGN, self.backend, "a foreign teacher on the fly")
+            refuse("teacher.backend", backends.DLPACK_TEACHER, self.teacher.backend, "an online teacher for another framework")
 
     @property
     def foreign_teacher(self) -> bool:
