@@ -2,7 +2,7 @@
 and named weights. Total = Σ weights[name] · loss[name]; ``task`` is the supervised loss on true labels.
 
 The same objective trains the teacher (weights ``{task: 1}``, no teacher) and the scratch twin,
-so every model in a run goes through one code path (:func:`kdistill.jax.trainer.fit`).
+so every model in a run goes through one code path (:func:`kdistill.training.loop.fit`).
 
 Feature distillation: NNX has no forward hooks and ``nnx.sow`` needs the model to call it, so
 features are read from models built of :class:`kdistill.jax.zoo.Layers` (every zoo MLP and CNN,
@@ -18,11 +18,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from kdistill.backend_common import check_objective
 from kdistill.errors import KdistillError
 from kdistill.jax.losses import LOSS_FUNCTIONS, task_loss
 from kdistill.jax.zoo import Layers, linear
-from kdistill.losses import CATALOGUE
+from kdistill.objective import Objective
 from kdistill.recipe import FeaturePair
 
 
@@ -109,13 +108,10 @@ class Distiller:
                  teacher: nnx.Module | Callable[[jax.Array], jax.Array] | None = None,
                  features: Sequence[FeaturePair] = (), probe: jax.Array | None = None, offline: bool = False,
                  seed: int = 0):
-        losses = dict(losses or {})
-        check_objective(weights, losses, LOSS_FUNCTIONS, teacher is not None or offline)
+        self.objective = Objective(task, weights, losses, teacher is not None or offline)
         self.task = task
-        self.weights = {name: float(weight) for name, weight in weights.items() if weight > 0}
-        self.losses = {name: dict(settings) for name, settings in losses.items() if name in self.weights}
         self.teacher = teacher  # a module is used through eval_view: it can train (as its own trainee) first
-        self.features = [pair for pair in features if pair.loss in self.losses]
+        self.features = [pair for pair in features if pair.loss in self.objective.weights]
         self.student_taps = _taps(student, [pair.student for pair in self.features], "features.student")
         self.teacher_taps = _taps(teacher, [pair.teacher for pair in self.features], "features.teacher")
         adapters = self._check_outputs(student, probe, seed) if probe is not None else {}
@@ -124,11 +120,6 @@ class Distiller:
     @property
     def student(self) -> nnx.Module:
         return self.trainee.student
-
-    @property
-    def part_names(self) -> list[str]:
-        """The names of the loss parts a step returns, in order."""
-        return [*(["task"] if "task" in self.weights else []), *self.losses]
 
     def _check_outputs(self, student: nnx.Module, probe: jax.Array, seed: int) -> dict[str, Adapter]:
         """Both models' shapes on a few samples: outputs must agree, adapters get their widths."""
@@ -158,35 +149,23 @@ class Distiller:
         passed as arguments, not baked into the compiled program)."""
         student_out, student_features = _forward(trainee.student, x, self.student_taps)
         labeled = y.shape[0]
-        labeled_out = student_out if labeled == x.shape[0] else student_out[:labeled]
         parts: dict[str, jax.Array] = {}
-        if "task" in self.weights and labeled:
-            parts["task"] = task_loss(labeled_out, y, self.task)
-        if self.losses:
-            teacher_features = {}
-            if teacher_out is None:
-                teacher_out, teacher_features = jax.lax.stop_gradient(_forward(teacher, x, self.teacher_taps))
-            for name, settings in self.losses.items():
-                parts[name] = self._distillation_loss(name, settings, trainee, student_out, teacher_out, labeled_out,
-                                                      y, student_features, teacher_features)
-        total = sum(self.weights[name] * value for name, value in parts.items())
-        return total, parts
-
-    def _distillation_loss(self, name: str, settings: dict[str, float], trainee: Trainee, student_out: jax.Array,
-                           teacher_out: jax.Array, labeled_out: jax.Array, y: jax.Array,
-                           student_features: dict[str, jax.Array], teacher_features: dict[str, jax.Array]) -> jax.Array:
-        function = LOSS_FUNCTIONS[name]
-        if CATALOGUE[name].inputs == "features":
-            pairs = [(index, pair) for index, pair in enumerate(self.features) if pair.loss == name]
-            return sum(
-                function(self._adapted(trainee, index, student_features[pair.student]), teacher_features[pair.teacher])
-                for index, pair in pairs
-            ) / len(pairs)
-        if name == "soft_ce":
-            return function(student_out, jax.nn.softmax(teacher_out / settings["temperature"], axis=-1), **settings)
-        if CATALOGUE[name].needs_labels:
-            return function(labeled_out, teacher_out[:y.shape[0]], y, **settings)
-        return function(student_out, teacher_out, **settings)
+        if "task" in self.objective.weights and labeled:
+            parts["task"] = task_loss(student_out if labeled == x.shape[0] else student_out[:labeled], y, self.task)
+        teacher_features = {}
+        if self.objective.terms and teacher_out is None:
+            teacher_out, teacher_features = jax.lax.stop_gradient(_forward(teacher, x, self.teacher_taps))
+        for term in self.objective.terms:
+            function = LOSS_FUNCTIONS[term.name]
+            if term.reads_features:
+                pairs = [(index, pair) for index, pair in enumerate(self.features) if pair.loss == term.name]
+                parts[term.name] = sum(function(self._adapted(trainee, index, student_features[pair.student]),
+                                                teacher_features[pair.teacher]) for index, pair in pairs) / len(pairs)
+            else:
+                arguments = Objective.logit_arguments(term, student_out, teacher_out, y, labeled,
+                                                      lambda z: jax.nn.softmax(z, axis=-1))
+                parts[term.name] = function(*arguments, **term.settings)
+        return self.objective.total(parts), parts
 
     @staticmethod
     def _adapted(trainee: Trainee, index: int, feature: jax.Array) -> jax.Array:
