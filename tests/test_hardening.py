@@ -3,8 +3,13 @@ wrong answer, never a lost user file. Each test feeds one kind of bad input thro
 
 from __future__ import annotations
 
+import errno
+import os
+
 import numpy as np
 import pytest
+
+from kdistill.errors import KdistillError, reading
 
 
 def refused(result: tuple[int, str, str], *needles: str) -> str:
@@ -33,3 +38,88 @@ def refused(result: tuple[int, str, str], *needles: str) -> str:
 ])
 def test_recipe_refuses_infinite_floats_and_out_of_range_seeds(kdistill, assignment, needle):
     refused(kdistill("validate", "--set", assignment), "invalid recipe", needle)
+
+
+# --- a user's file that cannot be read, or is not what it should be ----------------------------
+
+
+def classification_arrays(path, labels=None, n: int = 60, features: int = 4):
+    """A tiny classification ``.npz``: ``n`` rows of ``features`` inputs, labels 0, 1, 2 repeated
+    (or ``labels``)."""
+    y = np.arange(n) % 3 if labels is None else np.asarray(labels)
+    x = np.random.default_rng(0).normal(size=(len(y), features)).astype(np.float32)
+    np.savez(path, x=x, y=y)
+    return path
+
+
+def load_via_cli(kdistill, tmp_path, data_path, *assignments: str):
+    """``kdistill cache --from-predictions`` on ``data.path`` (arrays): loads the data first, with no
+    framework involved; the predictions file is never reached when the data is refused."""
+    sets = [arg for item in ("data.dataset=arrays", f"data.path={data_path}", *assignments)
+            for arg in ("--set", item)]
+    return kdistill("cache", *sets, "--from-predictions", tmp_path / "never-read.npy", "--store", tmp_path / "s")
+
+
+@pytest.mark.parametrize("problem", ["truncated_npz", "binary_csv", "pickled_npz"])
+def test_unreadable_data_file_is_named(tmp_path, kdistill, problem):
+    if problem == "truncated_npz":
+        path = classification_arrays(tmp_path / "d.npz")
+        path.write_bytes(path.read_bytes()[:-100])
+        needle = f"data.path: {path}: not a numpy .npz file with keys x, y ("
+    elif problem == "binary_csv":
+        path = tmp_path / "d.csv"
+        path.write_bytes(b"\xff\xfe\x00\x89PNG\r\n\x1a\n" * 20)
+        needle = f"data.path: {path}: not a numeric CSV ("
+    else:
+        path = tmp_path / "d.npz"
+        np.savez(path, x=np.array([{"a": 1}] * 30, dtype=object), y=np.zeros(30))
+        needle = f"data.path: {path}: not a numpy .npz file with keys x, y (Object arrays cannot be loaded"
+    refused(load_via_cli(kdistill, tmp_path, path), needle)
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root reads any file")
+def test_data_file_without_read_permission_is_named(tmp_path, kdistill):
+    path = classification_arrays(tmp_path / "d.npz")
+    path.chmod(0)
+    try:
+        refused(load_via_cli(kdistill, tmp_path, path),
+                f"data.path: {path}: cannot be read (Permission denied); expected a numpy .npz file with keys x, y")
+    finally:
+        path.chmod(0o600)
+
+
+@pytest.mark.parametrize(("raised", "needle"), [
+    (PermissionError(errno.EACCES, "Permission denied"), "cannot be read (Permission denied); expected a numpy .npz file"),
+    (OSError(errno.ENOSPC, "No space left on device"), "cannot be read (No space left on device); expected a numpy"),
+    (UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"), "not a numpy .npz file ('utf-8' codec"),
+    (__import__("json").JSONDecodeError("Expecting value", "x", 0), "not a numpy .npz file (Expecting value"),
+])
+def test_reading_names_the_file_for_io_and_format_errors(tmp_path, raised, needle):
+    """What root cannot provoke on a real file (no read permission, a full disk) goes through the same helper."""
+    path = tmp_path / "d.npz"
+    with pytest.raises(KdistillError) as error, reading(path, "a numpy .npz file", field="data.path"):
+        raise raised
+    assert str(error.value).startswith(f"data.path: {path}: ") and needle in str(error.value)
+
+
+def test_store_shard_that_is_not_safetensors_is_named(tmp_path, kdistill):
+    import json
+
+    from kdistill.store import StoreWriter
+    from kdistill.store.manifest import file_sha256
+
+    ids = np.arange(12)
+    for name in ("good", "bad"):
+        writer = StoreWriter(tmp_path / name, ids=ids, num_classes=3, teacher={"name": name},
+                             dataset_fingerprint="d", shard_size=5)
+        writer.write(ids, np.zeros((12, 3), dtype=np.float32))
+        writer.close()
+    shard = tmp_path / "bad" / "shard-00001.safetensors"
+    shard.write_bytes(b"not safetensors at all, but a sha256 that matches the manifest")
+    manifest = json.loads((tmp_path / "bad" / "manifest.json").read_text())
+    manifest["shards"][1]["sha256"] = file_sha256(shard)
+    (tmp_path / "bad" / "manifest.json").write_text(json.dumps(manifest))
+    refused(kdistill("cache", "--ensemble", tmp_path / "good", tmp_path / "bad", "--store", tmp_path / "e"),
+            f"{shard}: not a safetensors shard (", "the store is damaged")
+    assert not (tmp_path / "e").exists()

@@ -7,31 +7,41 @@ the sample ids (else the row index); every other column is an input feature.
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from kdistill.data.partition import split_three
 from kdistill.data.splits import Split, TaskData
-from kdistill.errors import KdistillError
+from kdistill.errors import KdistillError, reading
 from kdistill.recipe import DataConfig
 
 TARGET_NAMES = ("label", "target", "y")
 
 
-def read_csv(path: Path) -> tuple[list[str] | None, np.ndarray]:
+def read_csv(path: Path, field: str | None = None) -> tuple[list[str] | None, np.ndarray]:
     """A numeric CSV as float64 (N, C), with its lower-cased column names if the first line is a header."""
-    with open(path) as handle:
-        names = [token.strip().strip('"').lower() for token in handle.readline().split(",")]
-    header = not all(_is_number(name) for name in names)
-    try:
+    with reading(path, "a numeric CSV", field=field):
+        with open(path) as handle:
+            names = [token.strip().strip('"').lower() for token in handle.readline().split(",")]
+        header = not all(_is_number(name) for name in names)
         table = np.loadtxt(path, delimiter=",", skiprows=int(header), ndmin=2, dtype=np.float64)
-    except ValueError as error:
-        raise KdistillError(f"{path}: not a numeric CSV ({error})") from None
     if not len(table):
-        raise KdistillError(f"{path}: no data rows")
+        raise KdistillError(f"{f'{field}: ' if field else ''}{path}: no data rows")
     return (names if header else None), table
+
+
+def read_parquet(path: Path, field: str) -> tuple[list[str], np.ndarray]:
+    """A numeric parquet table as float64 (N, C) with its lower-cased column names."""
+    import pandas as pd
+
+    with reading(path, "a parquet table", field=field):
+        frame = pd.read_parquet(path)
+    try:
+        table = frame.to_numpy(dtype=np.float64)
+    except (ValueError, TypeError) as error:
+        raise KdistillError(f"{field}: {path}: has non-numeric columns ({error})") from None
+    return [str(name).lower() for name in frame.columns], table
 
 
 def _is_number(token: str) -> bool:
@@ -47,7 +57,7 @@ def read_inputs(path: Path, field: str) -> np.ndarray:
     if not path.is_file():
         raise KdistillError(f"{field}: {str(path)!r} does not exist")
     if path.suffix == ".csv":
-        return read_csv(path)[1]
+        return read_csv(path, field)[1]
     if path.suffix not in (".npy", ".npz"):
         raise KdistillError(f"{field}: {str(path)!r} has an unsupported suffix; use .npy, .npz (key 'x') or .csv")
     return load_numpy(path, field, ("x",))["x"]
@@ -55,7 +65,8 @@ def read_inputs(path: Path, field: str) -> np.ndarray:
 
 def load_numpy(path: Path, field: str, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
     """The arrays of a ``.npy`` (as ``x``) or the named keys of a ``.npz`` (``ids`` when present)."""
-    try:
+    what = f"a numpy .npz file with keys {', '.join(keys)}" if path.suffix == ".npz" else "a numpy .npy array"
+    with reading(path, what, field=field):
         loaded = np.load(path, allow_pickle=False)
         if isinstance(loaded, np.ndarray):
             return {"x": loaded}
@@ -64,8 +75,6 @@ def load_numpy(path: Path, field: str, keys: tuple[str, ...]) -> dict[str, np.nd
             if missing:
                 raise KdistillError(f"{field}: {str(path)!r} lacks key(s) {missing}; it has {loaded.files}")
             return {key: loaded[key] for key in (*keys, "ids") if key in loaded.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise KdistillError(f"{field}: {str(path)!r} is not a readable numpy file ({error})") from None
 
 
 def _from_table(names: list[str] | None, table: np.ndarray, path: Path) -> dict[str, np.ndarray]:
@@ -88,16 +97,9 @@ def _read(path: Path) -> dict[str, np.ndarray]:
     if path.suffix == ".npz":
         return load_numpy(path, "data.path", ("x", "y"))
     if path.suffix == ".csv":
-        return _from_table(*read_csv(path), path)
+        return _from_table(*read_csv(path, "data.path"), path)
     if path.suffix in (".parquet", ".pq"):
-        import pandas as pd
-
-        frame = pd.read_parquet(path)
-        try:
-            table = frame.to_numpy(dtype=np.float64)
-        except (ValueError, TypeError) as error:
-            raise KdistillError(f"data.path: {str(path)!r} has non-numeric columns ({error})") from None
-        return _from_table([str(name).lower() for name in frame.columns], table, path)
+        return _from_table(*read_parquet(path, "data.path"), path)
     raise KdistillError(f"data.path: {str(path)!r} has an unsupported suffix; use .npz, .csv or .parquet")
 
 

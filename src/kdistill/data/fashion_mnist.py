@@ -10,14 +10,13 @@ from __future__ import annotations
 import gzip
 import os
 import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
 
 from kdistill.data.partition import split_indices
 from kdistill.data.splits import Split, TaskData
-from kdistill.errors import KdistillError
+from kdistill.errors import KdistillError, reading
 from kdistill.recipe import DataConfig
 
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -31,11 +30,8 @@ CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shi
 
 def read_idx(path: Path) -> np.ndarray:
     """A gzip-compressed IDX file of unsigned bytes as a uint8 array shaped by its header."""
-    try:
-        with gzip.open(path, "rb") as handle:
-            raw = handle.read()
-    except (OSError, EOFError, zlib.error) as error:
-        raise KdistillError(f"{path}: not a readable gzip IDX file ({error}); the file is corrupt or truncated") from None
+    with reading(path, "a readable gzip IDX file", hint="the file is corrupt or truncated"), gzip.open(path, "rb") as handle:
+        raw = handle.read()
     if len(raw) < 4 or raw[:3] != b"\x00\x00\x08":
         raise KdistillError(f"{path}: not an IDX file of unsigned bytes (bad magic number {raw[:4].hex()})")
     header = 4 + 4 * raw[3]

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from kdistill.data.splits import Split, TaskData
-from kdistill.errors import KdistillError
+from kdistill.errors import KdistillError, reading
 from kdistill.recipe import DataConfig, RankingConfig
 
 TEMPERATURE = 0.5  # sharpness of the synthetic users' choices: softmax(affinity / TEMPERATURE)
@@ -108,7 +108,7 @@ def read_ratings(path: Path) -> np.ndarray:
     """MovieLens 100k ``u.data`` (tab-separated ``user item rating timestamp``, 1-based ids) as an
     int64 (N, 4) array with 0-based user and item ids."""
     rows, seen = [], {}
-    with open(path) as handle:
+    with reading(path, "MovieLens ratings text (u.data)", field="data.path"), open(path) as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue

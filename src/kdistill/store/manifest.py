@@ -10,7 +10,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from kdistill.errors import KdistillError
+from kdistill.errors import KdistillError, reading
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -140,10 +140,8 @@ def parse_manifest(data: bytes | dict[str, Any], source: str) -> Manifest:
 
 def load_manifest(path: Path) -> Manifest:
     """Read and validate a manifest file."""
-    try:
+    with reading(path, "a store manifest (JSON)"):
         data = path.read_bytes()
-    except OSError as error:
-        raise KdistillError(f"{path}: cannot read the store manifest ({error.strerror})") from None
     return parse_manifest(data, str(path))
 
 
@@ -152,7 +150,8 @@ def verify_shard(directory: Path, shard: ShardInfo) -> None:
     path = directory / shard.file
     if not path.is_file():
         raise KdistillError(f"{path}: shard listed in the manifest is missing")
-    actual = file_sha256(path)
+    with reading(path, "a safetensors shard"):
+        actual = file_sha256(path)
     if actual != shard.sha256:
         raise KdistillError(
             f"{path}: checksum mismatch, the shard is damaged (manifest sha256 {shard.sha256}, file sha256"

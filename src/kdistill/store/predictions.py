@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kdistill.data.arrays import load_numpy, read_csv
+from kdistill.data.arrays import load_numpy, read_csv, read_parquet
 from kdistill.data.splits import TaskData
 from kdistill.errors import KdistillError
 from kdistill.store.manifest import file_sha256
@@ -34,12 +34,9 @@ def read_predictions(path: Path) -> tuple[np.ndarray | None, np.ndarray]:
         values = arrays.get("predictions", arrays.get("x"))
         return arrays.get("ids"), np.asarray(values, dtype=np.float64)
     if path.suffix == ".csv":
-        names, table = read_csv(path)
+        names, table = read_csv(path, FIELD)
     elif path.suffix in (".parquet", ".pq"):
-        import pandas as pd
-
-        frame = pd.read_parquet(path)
-        names, table = [str(name).lower() for name in frame.columns], frame.to_numpy(dtype=np.float64)
+        names, table = read_parquet(path, FIELD)
     else:
         raise KdistillError(f"{FIELD}: {str(path)!r} has an unsupported suffix; use .npy, .npz, .csv or .parquet")
     if names is None or "id" not in names:

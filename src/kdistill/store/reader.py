@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kdistill.errors import KdistillError
+from kdistill.errors import KdistillError, reading
 from kdistill.store.manifest import (
     MANIFEST,
     PARTIAL_MANIFEST,
@@ -58,7 +58,7 @@ def _open_manifest(path: Path) -> Manifest:
 
 def _memmap_tensors(path: Path) -> dict[str, np.ndarray]:
     """Every tensor of a safetensors file as a read-only memory-mapped array."""
-    try:
+    with reading(path, "a safetensors shard", hint="the store is damaged", also=(KeyError, TypeError, AttributeError)):
         raw = np.memmap(path, dtype=np.uint8, mode="r")
         (size,) = struct.unpack("<Q", raw[:8].tobytes())
         header = json.loads(raw[8 : 8 + size].tobytes())
@@ -71,8 +71,6 @@ def _memmap_tensors(path: Path) -> dict[str, np.ndarray]:
             dtype = np.dtype(_SAFETENSORS_DTYPES[entry["dtype"]])
             tensors[name] = raw[begin:end].view(dtype).reshape(entry["shape"])
         return tensors
-    except (OSError, ValueError, KeyError, TypeError, struct.error) as error:
-        raise KdistillError(f"{path}: not a readable safetensors shard ({error}); the store is damaged") from None
 
 
 def _missing(missing: np.ndarray) -> str:
