@@ -29,11 +29,10 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from kdistill.backend_common import check_objective
 from kdistill.errors import KdistillError
-from kdistill.keras.losses import LOSS_CLASSES, task_loss
+from kdistill.keras.losses import LOSS_CLASSES, LOSS_FUNCTIONS, task_loss
 from kdistill.keras.parallel import gather_rows, replicas, shard_batch
-from kdistill.losses import CATALOGUE, FEATURE_LOSSES
+from kdistill.objective import Objective
 from kdistill.recipe import FeaturePair
 
 
@@ -94,13 +93,9 @@ class Distiller(keras.Model):
                  features: Sequence[FeaturePair] = (), task: str = "classification", offline: bool = False,
                  probe: np.ndarray | None = None, **kwargs: Any):
         super().__init__(**kwargs)
-        losses = dict(losses or {})
-        check_objective(weights, losses, LOSS_CLASSES, teacher is not None or offline)
+        self.objective = Objective(task, weights, losses, teacher is not None or offline)
         self.student, self.task, self.teacher, self.offline = student, task, teacher, offline
-        self.term_weights = {name: float(weight) for name, weight in weights.items() if weight > 0}
-        self.terms = {name: LOSS_CLASSES[name](**settings) for name, settings in losses.items()
-                      if name in self.term_weights and name not in FEATURE_LOSSES}
-        self.pairs = [pair for pair in features if pair.loss in self.term_weights]
+        self.pairs = [pair for pair in features if pair.loss in self.objective.weights]
         self.feature_terms = [LOSS_CLASSES[pair.loss](teacher_layer_name=pair.teacher, student_layer_name=pair.student)
                               for pair in self.pairs]
         if teacher is not None:
@@ -116,15 +111,9 @@ class Distiller(keras.Model):
             self.adapters = [self._adapter(index, pair) for index, pair in enumerate(self.pairs)]
         self._tapped: list = []  # the student's features from the latest call(), read by compute_loss
         self._training_step = True
-        self.parts = [name for name in self.term_weights if name == "task" or name in losses]
-        self.trackers = {name: keras.metrics.Mean(name=name) for name in ["total", *self.parts]}
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in ["total", *self.objective.parts]}
         if probe is not None:
             self._check_outputs(probe)
-
-    @property
-    def distills(self) -> bool:
-        """Whether any loss reads the teacher (and so whether transfer rows join the batches)."""
-        return bool(self.terms or self.pairs)
 
     def _adapter(self, index: int, pair: FeaturePair) -> layers.Layer | None:
         field = f"features.{index}"
@@ -189,7 +178,7 @@ class Distiller(keras.Model):
             y_pred = self(x, training=training)
         self._training_step = training  # read by compute_metrics while the same step is traced
         teacher_out, teacher_features, student_features = None, [], list(self._tapped)
-        if training and self.distills:
+        if training and self.objective.distills:
             teacher_out, teacher_features = self._teacher(x)
             teacher_out = ops.cast(teacher_out, y_pred.dtype)
         count = replicas()
@@ -205,21 +194,20 @@ class Distiller(keras.Model):
         if not training:
             return task_loss(labeled_out, y, self.task) / count
         parts = {}
-        if "task" in self.term_weights:
+        if "task" in self.objective.weights:
             parts["task"] = task_loss(labeled_out, y, self.task)
-        if self.distills:
-            for name, term in self.terms.items():
-                if CATALOGUE[name].needs_labels:
-                    parts[name] = term.compute_loss(teacher_out[:labeled], labeled_out, labels=y)
-                else:
-                    parts[name] = term.compute_loss(teacher_out, y_pred)
-            for name in dict.fromkeys(pair.loss for pair in self.pairs):
-                values = [term.compute_loss(t_feature, s_feature if adapter is None else adapter(s_feature))
-                          for term, pair, adapter, s_feature, t_feature
+        for term in self.objective.terms:
+            if term.reads_features:
+                values = [feature_term.compute_loss(t_feature, s_feature if adapter is None else adapter(s_feature))
+                          for feature_term, pair, adapter, s_feature, t_feature
                           in zip(self.feature_terms, self.pairs, self.adapters, student_features, teacher_features)
-                          if pair.loss == name]
-                parts[name] = ops.sum(ops.stack(values)) / len(values)
-        total = sum(self.term_weights[name] * value for name, value in parts.items())
+                          if pair.loss == term.name]
+                parts[term.name] = ops.sum(ops.stack(values)) / len(values)
+            else:
+                arguments = Objective.logit_arguments(term, y_pred, teacher_out, y, labeled,
+                                                      lambda z: ops.softmax(z, axis=-1))
+                parts[term.name] = LOSS_FUNCTIONS[term.name](*arguments, **term.settings)
+        total = self.objective.total(parts)
         for name, value in parts.items():
             self.trackers[name].update_state(value)
         self.trackers["total"].update_state(total)
