@@ -123,3 +123,28 @@ def test_store_shard_that_is_not_safetensors_is_named(tmp_path, kdistill):
     refused(kdistill("cache", "--ensemble", tmp_path / "good", tmp_path / "bad", "--store", tmp_path / "e"),
             f"{shard}: not a safetensors shard (", "the store is damaged")
     assert not (tmp_path / "e").exists()
+
+
+# --- classification labels: the class count comes from them, and they are checked ---------------
+
+
+def test_stray_label_is_refused_not_taken_for_extra_classes(tmp_path, kdistill):
+    path = classification_arrays(tmp_path / "d.npz", labels=[*(np.arange(100) % 10), 12])
+    refused(load_via_cli(kdistill, tmp_path, path), f"data.path: {str(path)!r}",
+            "labels must be the consecutive integers 0..K-1, each in at least one row",
+            "label 12 appears in 1 row but classes 10, 11 are absent", "renumber the classes 0..10")
+
+
+BINARY = ("task=binary", "losses=[binary_kd]", "weights={task: 0.5, binary_kd: 0.5}")
+
+
+@pytest.mark.parametrize(("labels", "task", "needle"), [
+    ([0] * 40, (), "classification needs at least 2 classes; all 40 rows have label 0"),
+    ([1] * 40, BINARY, "binary targets need both classes 0 and 1; all 40 rows are 1"),
+    ([0, 1, 2, 1] * 10, BINARY, "binary targets must be 0 or 1; found [2] in 10 rows"),
+    ([0, 1, 1.5, 1] * 10, (), "classification labels must be integers 0..C-1; found [1.5] in 10 rows"),
+    ([*(np.arange(60) % 3), 3], ("data.test_fraction=0.5",), "class 3 has no training sample"),
+])
+def test_labels_that_do_not_make_the_task_are_refused(tmp_path, kdistill, labels, task, needle):
+    path = classification_arrays(tmp_path / "d.npz", labels=labels)
+    refused(load_via_cli(kdistill, tmp_path, path, *task), f"data.path: {str(path)!r}", needle)

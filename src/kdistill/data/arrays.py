@@ -3,6 +3,11 @@
 Table conventions (CSV with or without a header, parquet): the target is the column named
 ``label``, ``target`` or ``y`` if there is one, else the last column; a column named ``id`` gives
 the sample ids (else the row index); every other column is an input feature.
+
+Targets: classification labels must be the consecutive integers 0..K-1, each in at least one row
+and, once val and test are split off, in at least one training row, with K >= 2 classes; the class
+count K (the model's outputs) is read from them, so a stray label is refused, never taken for
+extra classes. Binary targets must be 0 or 1, both present. Inputs and targets must be finite.
 """
 
 from __future__ import annotations
@@ -119,13 +124,58 @@ def _targets(y: np.ndarray, x: np.ndarray, task: str, path: Path) -> tuple[np.nd
     if task == "binary":
         bad = np.setdiff1d(y, [0, 1])
         if len(bad):
-            raise KdistillError(f"{where}: binary targets must be 0 or 1; found {bad[:5].tolist()}")
+            raise KdistillError(f"{where}: binary targets must be 0 or 1; found {bad[:5].tolist()} "
+                                f"in {_rows(np.isin(y, bad).sum())}")
+        if len(np.unique(y)) < 2:
+            raise KdistillError(f"{where}: binary targets need both classes 0 and 1; all {len(y)} rows are {y[0]:g}")
         return y.astype(np.float32), 1
-    bad = np.unique(y[(y < 0) | (y != np.round(y))])
-    if len(bad):
-        raise KdistillError(f"{where}: classification labels must be integers 0..C-1; found {bad[:5].tolist()}")
+    outside = (y < 0) | (y != np.round(y))
+    if outside.any():
+        raise KdistillError(f"{where}: classification labels must be integers 0..C-1; found "
+                            f"{np.unique(y[outside])[:5].tolist()} in {_rows(outside.sum())}")
     y = y.astype(np.int64)
-    return y, int(y.max()) + 1
+    return y, _class_count(y, where)
+
+
+def _class_count(y: np.ndarray, where: str) -> int:
+    """The class count K of classification labels ``y``, which must be the consecutive integers
+    0..K-1, each in at least one row, with K >= 2: a stray label (a 12 among 0..9) is refused, not
+    taken for a 13-class problem with two classes nobody has seen."""
+    present, counts = np.unique(y, return_counts=True)
+    if len(present) < 2:
+        raise KdistillError(f"{where}: classification needs at least 2 classes; all {len(y)} rows have label {present[0]}")
+    absent = np.setdiff1d(np.arange(present[-1]), present)
+    if len(absent):
+        stray = present > absent[0]
+        labels, many = present[stray], len(absent) > 1
+        raise KdistillError(
+            f"{where}: classification labels must be the consecutive integers 0..K-1, each in at least one row; "
+            f"label{'s' if len(labels) > 1 else ''} {_listed(labels)} appear{'' if len(labels) > 1 else 's'} in "
+            f"{_rows(counts[stray].sum())} but class{'es' if many else ''} {_listed(absent)} {'are' if many else 'is'} "
+            f"absent; fix or drop those rows, or renumber the classes 0..{len(present) - 1}"
+        )
+    return len(present)
+
+
+def _rows(count: int) -> str:
+    return f"{count} row" if count == 1 else f"{count} rows"
+
+
+def _listed(values: np.ndarray, most: int = 5) -> str:
+    """Up to ``most`` values, comma-separated, then how many more."""
+    shown = ", ".join(str(value) for value in values[:most])
+    return shown if len(values) <= most else f"{shown}, … ({len(values) - most} more)"
+
+
+def _check_training_classes(train: Split, output_dim: int, where: str) -> None:
+    """Every class of the data needs a training sample: the split must not leave one in val/test only."""
+    unseen = np.setdiff1d(np.arange(output_dim), train.y)
+    if len(unseen):
+        raise KdistillError(
+            f"{where}: class{'es' if len(unseen) > 1 else ''} {_listed(unseen)} ha{'ve' if len(unseen) > 1 else 's'} "
+            "no training sample: its few rows all went to val and test; add rows, or lower data.val_fraction / "
+            "data.test_fraction"
+        )
 
 
 def load_arrays(config: DataConfig, task: str) -> TaskData:
@@ -145,4 +195,6 @@ def load_arrays(config: DataConfig, task: str) -> TaskData:
     x = x.astype(np.int64 if task == "ranking" else np.float32)
     full = Split(x, y, ids.astype(np.int64))
     train, val, test = split_three(full, config, stratify=task in ("classification", "binary"))
+    if task == "classification":
+        _check_training_classes(train, output_dim, f"data.path: {str(path)!r}")
     return TaskData("arrays", task, train, val, test, output_dim=output_dim, meta={"path": str(path)})
