@@ -148,3 +148,37 @@ BINARY = ("task=binary", "losses=[binary_kd]", "weights={task: 0.5, binary_kd: 0
 def test_labels_that_do_not_make_the_task_are_refused(tmp_path, kdistill, labels, task, needle):
     path = classification_arrays(tmp_path / "d.npz", labels=labels)
     refused(load_via_cli(kdistill, tmp_path, path, *task), f"data.path: {str(path)!r}", needle)
+
+
+# --- transfer sets and training inputs: rows of finite numbers ------------------------------------
+
+
+def transfer_rows(path, rows: int, poison: float | None = None):
+    """``rows`` digits-shaped (64) transfer inputs; with ``poison``, rows 3 and 7 hold that value."""
+    x = np.zeros((rows, 64), dtype=np.float32)
+    if poison is not None:
+        x[3, 5], x[7, 0] = poison, poison
+    np.save(path, x)
+    return path
+
+
+@pytest.mark.parametrize(("rows", "poison", "needle"), [
+    (0, None, "holds no samples (inputs shaped (0, 64)); give at least one row"),
+    (20, np.nan, "inputs hold NaN or infinite values in 2 rows of 20 (the first is row 3)"),
+    (20, np.inf, "inputs hold NaN or infinite values in 2 rows of 20 (the first is row 3)"),
+])
+def test_transfer_set_without_rows_or_with_non_finite_values_is_refused(tmp_path, kdistill, rows, poison, needle):
+    path = transfer_rows(tmp_path / "transfer.npy", rows, poison)
+    refused(kdistill("cache", "--set", f"data.transfer={{path: {path}}}", "--from-predictions",
+                     tmp_path / "never-read.npy", "--store", tmp_path / "s"),
+            f"data.transfer.path: {str(path)!r}: {needle}")
+
+
+@pytest.mark.parametrize("poison", [np.nan, -np.inf])
+def test_training_inputs_with_non_finite_values_are_refused(tmp_path, kdistill, poison):
+    path = tmp_path / "d.npz"
+    x = np.zeros((30, 2))
+    x[4, 1] = poison
+    np.savez(path, x=x, y=np.arange(30) % 3)
+    refused(load_via_cli(kdistill, tmp_path, path),
+            f"data.path: {str(path)!r}: inputs (x) hold NaN or infinite values in 1 row of 30 (the first is row 4)")

@@ -12,6 +12,7 @@ extra classes. Binary targets must be 0 or 1, both present. Inputs and targets m
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,9 @@ def read_csv(path: Path, field: str | None = None) -> tuple[list[str] | None, np
         with open(path) as handle:
             names = [token.strip().strip('"').lower() for token in handle.readline().split(",")]
         header = not all(_is_number(name) for name in names)
-        table = np.loadtxt(path, delimiter=",", skiprows=int(header), ndmin=2, dtype=np.float64)
+        with warnings.catch_warnings():  # an empty table is reported below
+            warnings.filterwarnings("ignore", "loadtxt: input contained no data", UserWarning)
+            table = np.loadtxt(path, delimiter=",", skiprows=int(header), ndmin=2, dtype=np.float64)
     if not len(table):
         raise KdistillError(f"{f'{field}: ' if field else ''}{path}: no data rows")
     return (names if header else None), table
@@ -65,7 +68,21 @@ def read_inputs(path: Path, field: str) -> np.ndarray:
         return read_csv(path, field)[1]
     if path.suffix not in (".npy", ".npz"):
         raise KdistillError(f"{field}: {str(path)!r} has an unsupported suffix; use .npy, .npz (key 'x') or .csv")
-    return load_numpy(path, field, ("x",))["x"]
+    x = load_numpy(path, field, ("x",))["x"]
+    check_rows(x, "inputs", f"{field}: {str(path)!r}")
+    return x
+
+
+def check_rows(array: np.ndarray, what: str, where: str) -> None:
+    """``array`` must hold at least one row (sample) of finite numbers (bool, integer or float)."""
+    if array.ndim == 0 or not len(array):
+        raise KdistillError(f"{where}: holds no samples ({what} shaped {array.shape}); give at least one row")
+    if array.dtype.kind not in "biuf":
+        raise KdistillError(f"{where}: {what} must be numbers, got dtype {array.dtype}")
+    bad = ~np.isfinite(array.reshape(len(array), -1)).all(axis=1) if array.dtype.kind == "f" else None
+    if bad is not None and bad.any():
+        raise KdistillError(f"{where}: {what} hold NaN or infinite values in {_rows(bad.sum())} of {len(array)} "
+                            f"(the first is row {np.flatnonzero(bad)[0]}); every value must be finite")
 
 
 def load_numpy(path: Path, field: str, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -184,17 +201,19 @@ def load_arrays(config: DataConfig, task: str) -> TaskData:
     path = Path(config.path).expanduser()
     arrays = _read(path)
     x, y = arrays["x"], arrays["y"]
+    where = f"data.path: {str(path)!r}"
+    for name, what in (("x", "inputs (x)"), ("y", "targets (y)"), ("ids", "ids")):
+        if name in arrays:
+            check_rows(arrays[name], what, where)
     if len(y) != len(x) or ("ids" in arrays and len(arrays["ids"]) != len(x)):
-        raise KdistillError(f"data.path: {str(path)!r}: x, y and ids differ in length")
-    if not (np.isfinite(x).all() and np.isfinite(y).all()):
-        raise KdistillError(f"data.path: {str(path)!r} contains NaN or infinite values")
+        raise KdistillError(f"{where}: x, y and ids differ in length")
     y, output_dim = _targets(y, x, task, path)
     ids = arrays.get("ids", np.arange(len(x)))
     if (ids != np.round(ids)).any() or len(np.unique(ids)) != len(ids):
-        raise KdistillError(f"data.path: {str(path)!r}: ids must be distinct integers")
+        raise KdistillError(f"{where}: ids must be distinct integers")
     x = x.astype(np.int64 if task == "ranking" else np.float32)
     full = Split(x, y, ids.astype(np.int64))
     train, val, test = split_three(full, config, stratify=task in ("classification", "binary"))
     if task == "classification":
-        _check_training_classes(train, output_dim, f"data.path: {str(path)!r}")
+        _check_training_classes(train, output_dim, where)
     return TaskData("arrays", task, train, val, test, output_dim=output_dim, meta={"path": str(path)})
