@@ -1,7 +1,8 @@
 """PyTorch, Keras and JAX side by side: one table of epoch times and accuracy on Fashion-MNIST.
 
-Per framework, with kdistill's own building blocks (each backend's zoo ``build_model``, its
-``Distiller`` and its trainer's ``fit``), on the same data and the same recipe:
+Per framework, through the library's backend contract (``kdistill.backends``: each backend builds,
+clones, predicts and contributes its training step to the one loop, ``kdistill.training.loop.fit``),
+on the same data and the same recipe:
 
 * plain student epoch — ``fit`` with the task loss alone (what the scratch twin trains);
 * online KD epoch — the frozen teacher runs on every batch (weights task 0.1 / kd 0.9, T = 4);
@@ -19,8 +20,8 @@ teacher's; the offline student is shown too (it learns from the same logits as t
 Timing as the other benchmarks: every variant of every framework runs once per round, in reverse
 order on alternate rounds (``timing.interleaved``); a variant trains ``--epochs`` epochs from the
 same initial weights, and its figure for the round is the median epoch with the first left out
-(it holds set-up, tracing and compilation); epochs are timed between the validation passes ``fit``
-makes after each epoch (``timing.epoch_seconds``), so validation is excluded everywhere. The
+(it holds set-up, tracing and compilation); an epoch is the loop's own ``History.epoch_seconds``,
+which leaves validation out everywhere. The
 teacher (``--teacher-epochs``) and the stores are made once, before the rounds. Keras's teacher
 inference is kdistill's Keras ``predict`` (``model.predict``), whose per-call set-up its training
 step does not pay: there a ratio to the floor below 1 is possible.
@@ -37,7 +38,6 @@ scratch twin (BENCHMARKS.md, "When distillation did not help"). ``--set`` change
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import shlex
@@ -52,13 +52,17 @@ from typing import Any
 import numpy as np
 
 import timing
+from kdistill import backends
 from kdistill.cli import main as kdistill_cli
 from kdistill.data import load_task_data
 from kdistill.data.splits import TaskData
 from kdistill.errors import KdistillError
+from kdistill.objective import Objective
 from kdistill.recipe import Recipe, load_recipe
 from kdistill.report.metrics import task_metrics
 from kdistill.store import StoreReader
+from kdistill.teacher import probe_rows
+from kdistill.training.loop import fit
 
 FRAMEWORKS = ("torch", "keras", "jax")
 RECIPE = "fashion_mnist_mlp"
@@ -77,58 +81,54 @@ def recipe_overrides(args: argparse.Namespace) -> list[str]:
 
 
 class Framework:
-    """One framework's row: its teacher (trained here, saved, cached to a store with ``kdistill
-    cache``), the student's initial weights, and the four measured variants. Subclasses give the
-    backend's calls; everything else is shared."""
+    """One framework's row, through the library's backend contract (``kdistill.backends``): its
+    teacher (trained in the one loop, saved, cached to a store with ``kdistill cache``), the
+    student's initial weights, and the four measured variants."""
 
-    name = ""
-
-    def __init__(self, overrides: list[str], data: TaskData, work: Path):
-        self.overrides = [*overrides, f"backend={self.name}"]
+    def __init__(self, name: str, overrides: list[str], data: TaskData, work: Path):
+        self.name, self.backend = name, backends.load(name)
+        self.overrides = [*overrides, f"backend={name}"]
         self.recipe: Recipe = load_recipe(RECIPE, self.overrides)
         self.data, self.batch_size = data, self.recipe.train.batch_size
-        self.specs: dict[str, dict] = {}  # what rebuilds a saved torch or JAX model, by field
-        self.teacher = self.build(self.recipe.teacher, "teacher", self.recipe.teacher_training().seed)
-        self.fit(self.distiller(self.teacher, {"task": 1.0}), self.recipe.teacher_training())
-        self.freeze(self.teacher)
-        teacher_file = self.save_teacher(work / f"{self.name}-teacher")
-        store = work / f"{self.name}-store"
+        self.device = self.backend.device(self.recipe.train.device)
+        self.teacher, spec = self.build(self.recipe.teacher, "teacher", self.recipe.teacher_training().seed)
+        self.backend.set_trainable(self.teacher, True)
+        self.fit(self.distiller(self.teacher, Objective.task_only("classification")), self.recipe.teacher_training())
+        self.backend.set_trainable(self.teacher, False)
+        teacher_file = self.backend.save(self.teacher, spec, work / f"{name}-teacher")
+        store = work / f"{name}-store"
         sets = [arg for override in [*self.overrides, f"teacher.path={teacher_file}"] for arg in ("--set", override)]
         if kdistill_cli(["cache", RECIPE, *sets, "--store", str(store)]) != 0:
-            raise KdistillError(f"{self.name}: kdistill cache failed (its error is above)")
+            raise KdistillError(f"{name}: kdistill cache failed (its error is above)")
         self.reader = StoreReader(store)
-        self.initial = self.build(self.recipe.student, "student", self.recipe.train.seed)
+        self.initial, self.initial_spec = self.build(self.recipe.student, "student", self.recipe.train.seed)
         self.finals: dict[str, Any] = {}
 
-    # the backend's calls
-    def build(self, config, field: str, seed: int) -> Any: ...
-    def fresh(self) -> Any: ...
-    def distiller(self, student, weights: dict, losses: dict | None = None, teacher=None, offline: bool = False) -> Any: ...
-    def trainer(self) -> Any: ...
-    def freeze(self, model) -> None: ...
-    def save_teacher(self, stem: Path) -> Path: ...
-    def versions(self) -> dict[str, str]: ...
+    def build(self, config, field: str, seed: int) -> tuple[Any, dict]:
+        with self.backend.scope(self.device, self.recipe.train):
+            return self.backend.build(config, self.data, field, seed, self.device)
 
-    # shared
+    def fresh(self) -> Any:
+        return self.backend.clone(self.initial, self.initial_spec, self.data, probe_rows(self.data), self.device)
+
+    def distiller(self, student, objective: Objective, teacher=None) -> Any:
+        return self.backend.distiller(student, objective, teacher, (), None, self.device, self.recipe.train.seed)
+
     def epochs(self, variant: str, student, teacher=None, offline: bool = False) -> float:
         """Train ``student`` as ``variant`` for the recipe's epochs; the median epoch, the first left out."""
         recipe = self.recipe
-        weights, losses = ({"task": 1.0}, None) if variant == "plain" else \
-            (recipe.weights, {name: recipe.loss_settings(name) for name in recipe.losses})
-        distiller = self.distiller(student, weights, losses, teacher, offline)
-        seconds = timing.epoch_seconds(
-            self.trainer(), lambda: self.fit(distiller, self.recipe.train, self.reader.fetch if offline else None))
-        if len(seconds) != self.recipe.train.epochs:
-            raise RuntimeError(f"{self.name} {variant}: timed {len(seconds)} epochs of {self.recipe.train.epochs}")
+        objective = Objective.task_only("classification") if variant == "plain" else \
+            Objective("classification", recipe.weights, {name: recipe.loss_settings(name) for name in recipe.losses})
+        history = self.fit(self.distiller(student, objective, teacher), recipe.train,
+                           self.reader.fetch if offline else None)
         self.finals[variant] = student
-        return statistics.median(seconds[1:])
+        return statistics.median(history.epoch_seconds[1:])
 
     def fit(self, distiller, config, teacher_outputs=None) -> Any:
-        """The backend trainer's ``fit`` (Keras and JAX take no device)."""
-        return self.trainer().fit("bench", distiller, self.data, config, teacher_outputs=teacher_outputs)
+        return fit("bench", self.backend, distiller, self.data, config, self.device, teacher_outputs=teacher_outputs)
 
     def predict(self, model, x: np.ndarray) -> np.ndarray:
-        return self.trainer().predict(model, x, self.batch_size)
+        return self.backend.predict(model, x, self.batch_size, self.device)
 
     def variants(self) -> dict[str, Any]:
         return {
@@ -141,148 +141,11 @@ class Framework:
     def accuracy(self, model) -> float:
         return task_metrics("classification", self.predict(model, self.data.test.x), self.data.test.y)["accuracy"]
 
-
-class TorchFramework(Framework):
-    name = "torch"
-
-    def build(self, config, field, seed):
-        import torch
-
-        from kdistill.torch.models import build_model
-
-        torch.manual_seed(seed)
-        model, self.specs[field] = build_model(config, self.data, field)
-        return model
-
-    def fresh(self):
-        return copy.deepcopy(self.initial)
-
-    def distiller(self, student, weights, losses=None, teacher=None, offline=False):
-        from kdistill.torch.distiller import Distiller
-
-        return Distiller(student, "classification", weights, losses, teacher=teacher, offline=offline)
-
-    def fit(self, distiller, config, teacher_outputs=None):
-        import torch
-
-        return self.trainer().fit("bench", distiller, self.data, config, torch.device("cpu"),
-                                  teacher_outputs=teacher_outputs)
-
-    def trainer(self):
-        from kdistill.torch import trainer
-
-        return trainer
-
-    def predict(self, model, x):
-        import torch
-
-        return self.trainer().predict(model, torch.from_numpy(np.ascontiguousarray(x)), self.batch_size)
-
-    def freeze(self, model):
-        from kdistill.torch.distiller import freeze
-
-        freeze(model)
-
-    def save_teacher(self, stem):
-        from kdistill.torch.models import save_model
-
-        return save_model(self.teacher, self.specs["teacher"], stem)
-
-    def versions(self):
-        import torch
-
-        return {"torch": torch.__version__, "torch_threads": str(torch.get_num_threads())}
-
-
-class KerasFramework(Framework):
-    name = "keras"
-
-    def build(self, config, field, seed):
-        import keras
-
-        from kdistill.keras.models import build_model
-
-        keras.utils.set_random_seed(seed)
-        return build_model(config, self.data, field)
-
-    def fresh(self):
-        import keras
-
-        model = keras.models.clone_model(self.initial)
-        model.set_weights(self.initial.get_weights())
-        return model
-
-    def distiller(self, student, weights, losses=None, teacher=None, offline=False):
-        from kdistill.keras.distiller import Distiller
-
-        return Distiller(student, weights, losses, teacher=teacher, offline=offline, task="classification")
-
-    def trainer(self):
-        from kdistill.keras import trainer
-
-        return trainer
-
-    def freeze(self, model):
-        model.trainable = False
-
-    def save_teacher(self, stem):
-        from kdistill.keras.models import save_model
-
-        return save_model(self.teacher, stem.with_suffix(".keras"))
-
-    def versions(self):
-        import keras
-
-        versions = {"keras": keras.__version__, "keras_backend": keras.backend.backend()}
-        if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf
-
-            versions["tensorflow"] = tf.__version__
-        return versions
-
-
-class JaxFramework(Framework):
-    name = "jax"
-
-    def build(self, config, field, seed):
-        from kdistill.jax.models import build_model
-
-        model, self.specs[field] = build_model(config, self.data, field, seed)
-        return model
-
-    def fresh(self):
-        from kdistill.jax.pipeline import copied
-
-        return copied(self.initial)
-
-    def distiller(self, student, weights, losses=None, teacher=None, offline=False):
-        from kdistill.jax.distiller import Distiller
-
-        return Distiller(student, "classification", weights, losses, teacher=teacher, offline=offline)
-
-    def trainer(self):
-        from kdistill.jax import trainer
-
-        return trainer
-
-    def freeze(self, model):
-        pass  # the JAX Distiller holds a teacher under stop_gradient, in eval mode
-
-    def save_teacher(self, stem):
-        from kdistill.jax.models import save_model
-
-        return save_model(self.teacher, self.specs["teacher"], stem)
-
-    def versions(self):
-        import flax
-        import jax
-        import optax
-
-        return {"jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__,
-                "jax_device": str(jax.devices()[0])}
-
-
-CLASSES = {"torch": TorchFramework, "keras": KerasFramework, "jax": JaxFramework}
+    def versions(self) -> dict[str, str]:
+        environment = self.backend.environment(self.device, self.recipe.train)
+        modules = {module: sys.modules[module].__version__ for module in self.backend.info.framework_modules()
+                   if module in sys.modules}
+        return {**modules, **{key: str(value) for key, value in environment.items() if key not in modules}}
 
 
 def one_thread() -> None:
@@ -342,7 +205,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="kdistill-frameworks-"))
     started = time.perf_counter()
     try:
-        frameworks = {name: CLASSES[name](overrides, data, work) for name in args.frameworks}
+        frameworks = {name: Framework(name, overrides, data, work) for name in args.frameworks}
         variants = {f"{name} {variant}": run for name, framework in frameworks.items()
                     for variant, run in framework.variants().items()}
         for framework in frameworks.values():  # warm the teacher's predict (JAX compiles per batch shape)

@@ -5,7 +5,7 @@ distributions and its callbacks-free engine serve the one loop; the distiller st
 ``keras.Model`` that users may also ``fit`` themselves. With ``train.data_parallel``: a
 ``DataParallel`` distribution on the JAX backend, a ``MirroredStrategy`` on TensorFlow, each chunk
 of steps split over its replicas by :mod:`kdistill.keras.parallel`. State: every variable of the
-distiller (weights, adapters, dropout seed states) and of its optimizer, named by index and path.
+distiller (weights, adapters, dropout seed states) and of its optimizer, named by position.
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ def make_optimizer(config: TrainConfig, total_steps: int) -> keras.optimizers.Op
 
 
 def _named(prefix: str, variables: list) -> dict[str, Any]:
-    return {f"{prefix}/{index:04d}/{variable.path}": variable for index, variable in enumerate(variables)}
+    """Variables by position: Keras numbers the paths of every new model and optimizer (``adam_w_3``)."""
+    return {f"{prefix}/{index:04d}": variable for index, variable in enumerate(variables)}
 
 
 class KerasRunner(StepRunner):

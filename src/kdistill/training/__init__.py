@@ -11,9 +11,11 @@ CHECK_EVERY = 20  # steps per chunk: one teacher-output read, one finiteness che
 
 @dataclass
 class History:
-    """Per-epoch validation metric and mean training loss (``total`` and each part); seconds spent training."""
+    """Per-epoch validation metric, mean training loss (``total`` and each part) and training
+    seconds (validation excluded); their sum over the run."""
 
     metric: str
     val: list[float] = field(default_factory=list)
     loss: list[dict[str, float]] = field(default_factory=list)
     train_seconds: float = 0.0
+    epoch_seconds: list[float] = field(default_factory=list)

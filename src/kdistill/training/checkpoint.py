@@ -30,7 +30,7 @@ def save(stem: Path, arrays: dict[str, np.ndarray], epoch: int, history: History
     """Write the state after ``epoch`` (0-based) and the history so far."""
     tensors, sidecar = _files(stem)
     tmp = tensors.with_name(tensors.name + ".tmp")
-    save_file({name: np.ascontiguousarray(array) for name, array in arrays.items()}, str(tmp),
+    save_file({name: np.asarray(array, order="C") for name, array in arrays.items()}, str(tmp),
               metadata={"format": FORMAT})
     os.replace(tmp, tensors)
     meta = {"format": FORMAT, "epoch": epoch, "history": dataclasses.asdict(history), "arrays": sorted(arrays)}

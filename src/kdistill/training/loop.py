@@ -132,6 +132,7 @@ def fit(role: str, backend: Backend, distiller: Any, data: TaskData, config: Tra
                 runner.finish()
                 seconds = time.perf_counter() - started
                 history.train_seconds += seconds
+                history.epoch_seconds.append(seconds)
                 history.loss.append(dict(zip(runner.names, losses.means())))
                 outputs = backend.predict(backend.student(distiller), data.val.x, config.eval_batch_size, device)
                 history.val.append(task_metrics(data.task, outputs, data.val.y)[history.metric])
