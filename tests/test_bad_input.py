@@ -4,6 +4,7 @@ value, and never leaves an output directory that looks like a finished run."""
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -200,6 +201,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
 
     from kdistill.data import load_task_data
     from kdistill.torch.distiller import Distiller
+    from kdistill.training import checkpoint
     from kd_factories import NanAfter
 
     recipe = load_recipe(None, list(FAST))
@@ -208,18 +210,20 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
     assert steps >= 3
     # the student's outputs turn NaN from its training step steps + 3: epoch 2, step 3
     out = tmp_path / "out"
-    checkpoint = out / "checkpoints" / "distilled.pt"
+    stem = out / "checkpoints" / "distilled"
+    kept = out / "checkpoints" / "distilled.ckpt.safetensors"
     student = f"student={{model: 'kd_factories:nan_after', kwargs: {{steps: {steps + 2}}}}}"
     err = assert_refused(
         kdistill("run", "--out", out, *set_args(student)),
-        out, "distilled: loss is not finite at epoch 2, step 3", "kd=nan", f"last good checkpoint kept at {checkpoint}")
+        out, "distilled: loss is not finite at epoch 2, step 3", "kd=nan", f"last good checkpoint kept at {kept}")
     assert "TrainingDiverged" in (out / "INCOMPLETE").read_text()
     assert not (out / "student.safetensors").exists()
 
-    state = torch.load(checkpoint, weights_only=False)
-    assert state["epoch"] == 0 and len(state["history"].val) == 1
+    arrays, epoch, history = checkpoint.load(stem, "distilled")
+    assert epoch == 0 and len(history.val) == 1
     student = NanAfter(data.input_shape, data.output_dim, steps=0)
-    Distiller(student, "classification", {"task": 1.0}).load_state_dict(state["distiller"])
+    Distiller(student, "classification", {"task": 1.0}).load_state_dict(
+        {name.removeprefix("model/"): torch.from_numpy(array) for name, array in arrays.items() if name.startswith("model/")})
     assert all(torch.isfinite(tensor).all() for tensor in student.state_dict().values())
     assert "epoch 2, step 3" in err
 
@@ -229,26 +233,101 @@ def test_diverging_teacher_names_its_step_and_that_no_checkpoint_exists(tmp_path
     out = tmp_path / "out"
     assert_refused(kdistill("run", "--out", out, *set_args("teacher.train.lr=1e30")), out,
                    "teacher: loss is not finite at epoch 1, step ", "no checkpoint had been written yet")
-    assert not (out / "checkpoints" / "teacher.pt").exists()
+    assert list((out / "checkpoints").iterdir()) == []
 
 
 @requires_torch
 def test_resume_with_a_changed_student_is_refused(tmp_path, kdistill, monkeypatch):
-    from kdistill.torch import trainer
+    from kdistill.training import checkpoint
 
-    save = trainer._save_checkpoint
+    save = checkpoint.save
 
-    def interrupt_after_first_distilled_epoch(path: Path, state: dict) -> None:
-        save(path, state)
-        if path.name == "distilled.pt":
+    def interrupt_after_first_distilled_epoch(stem: Path, arrays, epoch: int, history) -> None:
+        save(stem, arrays, epoch, history)
+        if stem.name == "distilled":
             raise KeyboardInterrupt
 
     out = tmp_path / "out"
-    monkeypatch.setattr(trainer, "_save_checkpoint", interrupt_after_first_distilled_epoch)
+    monkeypatch.setattr(checkpoint, "save", interrupt_after_first_distilled_epoch)
     with pytest.raises(KeyboardInterrupt):
         kdistill("run", "--out", out, *set_args())
     monkeypatch.undo()
     for change, section in (("student.kwargs.hidden=[3]", "student"), ("train.lr=0.5", "train")):
         assert_refused(kdistill("run", "--out", out, "--resume", *set_args(change)), out,
                        "--resume: the recipe differs", f"section(s) {section}")
-    assert (out / "checkpoints" / "distilled.pt").exists()
+    assert (out / "checkpoints" / "distilled.ckpt.safetensors").exists()
+    assert (out / "checkpoints" / "distilled.ckpt.json").exists()
+
+
+# --- files planted among an interrupted run's checkpoints ---------------------------------------
+
+SHORT = ("train.epochs=1", "teacher.train.epochs=1", "train.progress=false")
+
+
+class TouchOnUnpickle:
+    """A pickle payload: unpickling it creates ``marker`` (what a malicious checkpoint could run)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory) -> Path:
+    """One finished tiny torch run (digits, one epoch each), copied by the tests that tamper with it."""
+    pytest.importorskip("torch")
+    from kdistill.cli import main
+
+    out = tmp_path_factory.mktemp("short") / "run"
+    assert main(["run", "--out", str(out), *set_args(*SHORT)]) == 0
+    return out
+
+
+def interrupted_copy(short_run: Path, out: Path) -> Path:
+    """The finished run as an interrupted one: its report removed."""
+    shutil.copytree(short_run, out)
+    (out / "report.json").unlink()
+    return out
+
+
+@requires_torch
+def test_resume_refuses_a_pickle_planted_in_checkpoints_without_unpickling_it(short_run, tmp_path, kdistill):
+    import torch
+
+    out = interrupted_copy(short_run, tmp_path / "run")
+    marker = tmp_path / "unpickled"
+    planted = out / "checkpoints" / "distilled.pt"
+    torch.save(TouchOnUnpickle(marker), planted)
+    before = {path.name: path.read_bytes() for path in (out / "checkpoints").iterdir()}
+
+    err = assert_refused(kdistill("run", "--out", out, "--resume", *set_args(*SHORT)), out,
+                         f"--resume: {planted} is not a kdistill checkpoint", "distilled.pt", "never unpickles")
+    assert err.count("kdistill: error:") == 1
+    assert not marker.exists()  # refused by name, never opened
+    assert {path.name: path.read_bytes() for path in (out / "checkpoints").iterdir()} == before  # nothing trained
+    assert (out / "student.safetensors").read_bytes() == (short_run / "student.safetensors").read_bytes()
+
+    torch.load(planted, weights_only=False)  # the planted file is armed: unpickling it does create the marker
+    assert marker.exists()
+
+
+@requires_torch
+@pytest.mark.parametrize("content", ["text", "pickle"])
+def test_resume_refuses_a_checkpoint_that_is_not_safetensors_by_name(short_run, tmp_path, kdistill, content):
+    import torch
+
+    out = interrupted_copy(short_run, tmp_path / "run")
+    marker = tmp_path / "unpickled"
+    damaged = out / "checkpoints" / "distilled.ckpt.safetensors"
+    if content == "text":
+        damaged.write_text("these are not the tensors you are looking for\n")
+    else:  # a pickle under the checkpoint's own name
+        torch.save(TouchOnUnpickle(marker), damaged)
+
+    err = assert_refused(kdistill("run", "--out", out, "--resume", *set_args(*SHORT)), out,
+                         f"--resume: distilled checkpoint {damaged} is damaged or not a kdistill checkpoint")
+    assert err.count("kdistill: error:") == 1
+    assert not marker.exists()
+    assert not (out / "report.json").exists()

@@ -77,8 +77,8 @@ def test_run_writes_the_five_outputs(default_run):
 def test_saved_student_reloads_and_reproduces_the_reported_accuracy(default_run):
     import torch
 
+    from kdistill.torch.backend import predict
     from kdistill.torch.models import count_parameters, load_model
-    from kdistill.torch.trainer import predict
 
     out = default_run
     student = load_model(out / "student.safetensors")
@@ -110,29 +110,29 @@ def test_same_seed_same_run_in_another_process_and_other_seed_differs(default_ru
 
 @requires_torch
 def test_interrupted_run_resumes_to_the_same_student_bit_for_bit(tmp_path, kdistill, monkeypatch):
-    import torch
-
-    from kdistill.torch import trainer
+    from kdistill.training import checkpoint
 
     four = set_args("train.epochs=4", "student.kwargs.dropout=0.2")  # dropout: its masks must resume too
     whole, broken = tmp_path / "whole", tmp_path / "broken"
     assert kdistill("run", "--out", whole, *four)[0] == 0
 
-    save = trainer._save_checkpoint
+    save = checkpoint.save
 
-    def interrupt_after_second_distilled_epoch(path: Path, state: dict) -> None:
-        save(path, state)
-        if path.name == "distilled.pt" and state["epoch"] == 1:
+    def interrupt_after_second_distilled_epoch(stem: Path, arrays, epoch: int, history) -> None:
+        save(stem, arrays, epoch, history)
+        if stem.name == "distilled" and epoch == 1:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(trainer, "_save_checkpoint", interrupt_after_second_distilled_epoch)
+    monkeypatch.setattr(checkpoint, "save", interrupt_after_second_distilled_epoch)
     with pytest.raises(KeyboardInterrupt):
         kdistill("run", "--out", broken, *four)
     monkeypatch.undo()
     marker = (broken / "INCOMPLETE").read_text()
     assert "KeyboardInterrupt" in marker and "--resume" in marker
     assert not (broken / "report.json").exists() and not (broken / "student.safetensors").exists()
-    assert torch.load(broken / "checkpoints" / "distilled.pt", weights_only=False)["epoch"] == 1
+    assert checkpoint.load(broken / "checkpoints" / "distilled", "distilled")[1] == 1
+    assert sorted(path.name for path in (broken / "checkpoints").iterdir()) == [
+        "distilled.ckpt.json", "distilled.ckpt.safetensors", "teacher.ckpt.json", "teacher.ckpt.safetensors"]
 
     code, _, err = kdistill("run", "--out", broken, "--resume", *four)
     assert code == 0, err

@@ -10,6 +10,7 @@ from safetensors.numpy import load_file
 
 from conftest import TESTS, read_report, requires_torch, set_args
 from kdistill.data import load_task_data
+from kdistill.training import checkpoint
 
 pytestmark = requires_torch
 
@@ -27,7 +28,8 @@ def test_two_processes_crash_resume_and_match_one_process(tmp_path, kdistill, de
     monkeypatch.setenv("KDISTILL_TEST_CRASH_RANK", "1")  # rank 1 fails in step 3 of epoch 2 (5 steps per epoch)
     code, _, err = kdistill("run", "--nproc", 2, "--out", out, *settings)
     assert code == 2 and "--nproc 2: a process of the job failed" in err and "--resume" in err
-    assert (out / "checkpoints" / "distilled.pt").exists() and (out / "INCOMPLETE").exists()
+    assert (out / "checkpoints" / "distilled.ckpt.safetensors").exists() and (out / "INCOMPLETE").exists()
+    assert checkpoint.load(out / "checkpoints" / "distilled", "distilled")[1] == 0  # epoch 1 kept; epoch 2 crashed
     assert not (out / "report.json").exists()
 
     monkeypatch.delenv("KDISTILL_TEST_CRASH_RANK")
@@ -51,7 +53,8 @@ def test_a_last_batch_smaller_than_the_process_count_is_refused_before_launch(tm
 @pytest.mark.parametrize("backend", ["jax", "keras"])
 def test_other_backends_are_refused_by_nproc(tmp_path, kdistill, backend):
     code, _, err = kdistill("run", "--nproc", 2, "--out", tmp_path / "run", *set_args(f"backend={backend}"))
-    assert code == 2 and f"--nproc: data-parallel runs are for backend 'torch' in this version, not '{backend}'" in err
+    assert code == 2 and f"--nproc: runs of several processes are for backend(s) torch, not '{backend}'" in err
+    assert not (tmp_path / "run").exists()
 
 
 def test_cache_on_two_processes_survives_a_crash_and_equals_one_process_byte_for_byte(tmp_path, kdistill,

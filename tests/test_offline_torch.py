@@ -30,7 +30,7 @@ def test_cache_writes_every_sample_of_every_split(store, default_run):
     from kdistill.recipe import load_recipe
     from kdistill.store import StoreReader
     from kdistill.torch.models import load_model
-    from kdistill.torch.trainer import predict, tensors
+    from kdistill.torch.backend import predict, tensors
 
     recipe = load_recipe(None, list(set_args())[1::2])
     data = load_task_data(recipe.data, recipe.task)

@@ -13,15 +13,16 @@ from conftest import FAST, by_role, default_raw, read_report, set_args, write_re
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
+from kdistill import pipeline as pipeline_module  # noqa: E402
+from kdistill import teacher as teacher_module  # noqa: E402
 from kdistill.data import load_task_data  # noqa: E402
+from kdistill.pipeline import Pipeline  # noqa: E402
 from kdistill.recipe import load_recipe, recipe_from_dict  # noqa: E402
-from kdistill.torch import pipeline as pipeline_module  # noqa: E402
-from kdistill.torch import teacher as teacher_module  # noqa: E402
-from kdistill.torch.distiller import Distiller  # noqa: E402
 from kdistill.report.metrics import ndcg_at_k  # noqa: E402
+from kdistill.torch.backend import predict  # noqa: E402
+from kdistill.torch.distiller import Distiller  # noqa: E402
 from kdistill.torch.models import load_model  # noqa: E402
-from kdistill.torch.pipeline import TorchPipeline  # noqa: E402
-from kdistill.torch.trainer import predict  # noqa: E402
+from kdistill.training import checkpoint  # noqa: E402
 
 
 def snapshot(state: dict) -> dict:
@@ -32,8 +33,13 @@ def same_state(first: dict, second: dict) -> bool:
     return first.keys() == second.keys() and all(torch.equal(first[name], second[name]) for name in first)
 
 
-def build(recipe) -> TorchPipeline:
-    return TorchPipeline(recipe, load_task_data(recipe.data, recipe.task))
+def build(recipe) -> Pipeline:
+    return Pipeline(recipe, load_task_data(recipe.data, recipe.task))
+
+
+def shares_storage(first: nn.Module, second: nn.Module) -> bool:
+    pointers = {tensor.data_ptr() for tensor in first.state_dict().values()}
+    return any(tensor.data_ptr() in pointers for tensor in second.state_dict().values())
 
 
 # --- the scratch twin ---------------------------------------------------------------------------
@@ -42,16 +48,17 @@ def build(recipe) -> TorchPipeline:
 def test_scratch_twin_trains_from_the_distilled_students_initial_weights(tmp_path, monkeypatch):
     recipe = load_recipe(None, [*FAST, "data.transfer={fraction: 0.5}"])
     pipeline = build(recipe)
-    initial = snapshot(pipeline.student.state_dict())
-    assert same_state(pipeline.initial_student, initial)
+    initial = snapshot(pipeline.student.state_dict())  # built, nothing trained yet
+    assert same_state(snapshot(pipeline.scratch.state_dict()), initial)  # the twin: the same initial weights...
+    assert pipeline.scratch is not pipeline.student and not shares_storage(pipeline.scratch, pipeline.student)  # ...its own
 
     starts, batches = {}, {}
     fit, forward = pipeline_module.fit, Distiller.forward
 
-    def recording_fit(role, distiller, *args, **kwargs):
-        starts[role] = (snapshot(distiller.student.state_dict()), dict(distiller.weights), distiller.teacher)
+    def recording_fit(role, backend, distiller, *args, **kwargs):
+        starts[role] = (snapshot(distiller.student.state_dict()), dict(distiller.objective.weights), distiller.teacher)
         batches[role] = batches[id(distiller)] = []
-        return fit(role, distiller, *args, **kwargs)
+        return fit(role, backend, distiller, *args, **kwargs)
 
     def recording_forward(distiller, x, y, teacher_out=None, share=None):
         batches[id(distiller)].append((len(x), len(y)))
@@ -67,7 +74,7 @@ def test_scratch_twin_trains_from_the_distilled_students_initial_weights(tmp_pat
     scratch_start, scratch_weights, scratch_teacher = starts["scratch"]
     assert same_state(distilled_start, initial) and same_state(scratch_start, initial)
     assert not same_state(pipeline.student.state_dict(), initial)  # the student trained; the twin did not start there
-    assert same_state(pipeline.initial_student, initial)  # the snapshot is not a view of the trained weights
+    assert not same_state(pipeline.scratch.state_dict(), initial)  # and the twin trained after it, in its own weights
     assert distilled_weights == recipe.weights and distilled_teacher is pipeline.teacher.model
     assert scratch_weights == {"task": 1.0} and scratch_teacher is None  # task loss only
 
@@ -80,9 +87,10 @@ def test_student_initialisation_depends_on_the_seed_not_on_the_teacher():
     base = build(load_recipe(None, [*FAST]))
     other_teacher = build(load_recipe(None, [*FAST, "teacher.kwargs.hidden=[32]"]))
     other_seed = build(load_recipe(None, [*FAST, "train.seed=1"]))
-    assert same_state(base.initial_student, other_teacher.initial_student)
+    assert same_state(base.student.state_dict(), other_teacher.student.state_dict())  # built, not trained
+    assert same_state(base.scratch.state_dict(), other_teacher.scratch.state_dict())
     assert not same_state(base.teacher.model.state_dict(), other_teacher.teacher.model.state_dict())
-    assert not same_state(base.initial_student, other_seed.initial_student)
+    assert not same_state(base.student.state_dict(), other_seed.student.state_dict())
 
 
 def test_without_scratch_twin_the_report_says_so(tmp_path, kdistill):
@@ -92,7 +100,9 @@ def test_without_scratch_twin_the_report_says_so(tmp_path, kdistill):
     report = read_report(out)
     assert [model["role"] for model in report["models"]] == ["teacher", "distilled"]
     assert report["verdict"]["helped"] is None and "No scratch twin" in stdout
-    assert not (out / "checkpoints" / "scratch.pt").exists()
+    # no scratch checkpoint and no saved scratch model: the twin never trained
+    assert sorted(path.name for path in (out / "checkpoints").iterdir()) == [
+        "distilled.ckpt.json", "distilled.ckpt.safetensors", "teacher.ckpt.json", "teacher.ckpt.safetensors"]
 
 
 # --- feature distillation -----------------------------------------------------------------------
@@ -116,9 +126,10 @@ def test_hint_distillation_trains_a_linear_adapter_of_the_right_shape(tmp_path):
 
     assert [result.role for result in results] == ["teacher", "distilled", "scratch"]
     assert not same_state(adapter.state_dict(), before)  # trained with the student
-    state = torch.load(tmp_path / "checkpoints" / "distilled.pt", weights_only=False)
-    assert "adapters.0.weight" in state["distiller"]
-    losses = state["history"].loss
+    arrays, _, history = checkpoint.load(tmp_path / "checkpoints" / "distilled", "distilled")
+    assert "model/adapters.0.weight" in arrays and "model/adapters.0.bias" in arrays
+    np.testing.assert_array_equal(arrays["model/adapters.0.weight"], adapter.weight.detach().numpy())  # the trained one
+    losses = history.loss
     assert all(set(epoch) == {"total", "task", "kd", "hint"} and all(map(math.isfinite, epoch.values())) for epoch in losses)
     assert losses[-1]["hint"] < losses[0]["hint"]
 
@@ -145,7 +156,7 @@ def test_attention_and_conv_hint_on_the_cnn_zoo_model(tmp_path, image_arrays, kd
     models = by_role(read_report(out))
     assert set(models) == {"teacher", "distilled", "scratch"}
     assert all(0.0 <= model["metrics"]["accuracy"] <= 1.0 for model in models.values())
-    parts = torch.load(out / "checkpoints" / "distilled.pt", weights_only=False)["history"].loss
+    parts = checkpoint.load(out / "checkpoints" / "distilled", "distilled")[2].loss
     assert set(parts[0]) == {"total", "task", "kd", "attention", "hint"}
     assert all(math.isfinite(value) and value >= 0 for epoch in parts for value in epoch.values())
 
@@ -184,7 +195,7 @@ def test_ranking_task_reports_ndcg(tmp_path, kdistill):
                for model in models.values())
     assert models["distilled"]["parameters"] < models["teacher"]["parameters"]
     assert report["data"]["test"] == 40 and report["data"]["train"] == 4 * 40  # lists per user: 4 train, 1 test
-    history = torch.load(out / "checkpoints" / "teacher.pt", weights_only=False)["history"]
+    history = checkpoint.load(out / "checkpoints" / "teacher", "teacher")[2]
     teacher_loss = [epoch["task"] for epoch in history.loss]
     assert teacher_loss[-1] < teacher_loss[0]  # the teacher learned from the lists
 
