@@ -75,7 +75,7 @@ def test_augmentation_needs_image_inputs_and_another_backend_is_refused():
         load_task_data(recipe.data, recipe.task)
     with pytest.raises(KdistillError, match="data.augment: set shift > 0 and/or flip"):
         load_recipe(None, ["data.augment={seed: 3}"])
-    with pytest.raises(KdistillError, match=r"data.augment: seeded augmentation views runs? on backend\(s\) torch, not 'jax'"):
+    with pytest.raises(KdistillError, match=r"data.augment: seeded augmentation views is for backend\(s\) torch, not 'jax'"):
         load_recipe(None, ["data.augment={flip: true}", "backend=jax"])
 
 

@@ -291,7 +291,7 @@ class Recipe(StrictModel):
         def refuse(field: str, capability: str, backend: str, what: str) -> None:
             if not backends.supports(backend, capability):
                 able = ", ".join(backends.with_capability(capability))
-                raise ValueError(f"{field}: {what} runs on backend(s) {able}, not {backend!r}")
+                raise ValueError(f"{field}: {what} is for backend(s) {able}, not {backend!r}")
         if self.data.augment is not None:
             refuse("data.augment", backends.AUGMENT, self.backend, "seeded augmentation views")
         if self.features:

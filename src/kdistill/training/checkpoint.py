@@ -22,13 +22,13 @@ FORMAT = "kdistill.checkpoint/1"
 OWN_SUFFIXES = (".safetensors", ".json", ".keras")  # checkpoints, and models saved beside them (no pickles)
 
 
-def _files(stem: Path) -> tuple[Path, Path]:
+def files(stem: Path) -> tuple[Path, Path]:
     return stem.with_name(stem.name + ".ckpt.safetensors"), stem.with_name(stem.name + ".ckpt.json")
 
 
 def save(stem: Path, arrays: dict[str, np.ndarray], epoch: int, history: History) -> None:
     """Write the state after ``epoch`` (0-based) and the history so far."""
-    tensors, sidecar = _files(stem)
+    tensors, sidecar = files(stem)
     tmp = tensors.with_name(tensors.name + ".tmp")
     save_file({name: np.asarray(array, order="C") for name, array in arrays.items()}, str(tmp),
               metadata={"format": FORMAT})
@@ -40,7 +40,7 @@ def save(stem: Path, arrays: dict[str, np.ndarray], epoch: int, history: History
 
 
 def exists(stem: Path) -> bool:
-    return all(path.exists() for path in _files(stem))
+    return all(path.exists() for path in files(stem))
 
 
 def refuse_foreign(directory: Path) -> None:
@@ -54,16 +54,20 @@ def refuse_foreign(directory: Path) -> None:
 
 def load(stem: Path, role: str) -> tuple[dict[str, np.ndarray], int, History]:
     """The arrays, the last finished epoch and the history of a checkpoint."""
-    tensors, sidecar = _files(stem)
+    tensors, sidecar = files(stem)
     try:
         meta = json.loads(sidecar.read_text())
         arrays = load_file(str(tensors))
     except (OSError, ValueError, SafetensorError) as error:
         raise KdistillError(f"--resume: {role} checkpoint {tensors} is damaged or not a kdistill checkpoint "
                             f"({error}); start afresh in another --out") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT or sorted(arrays) != meta.get("arrays"):
-        raise KdistillError(f"--resume: {sidecar} is not a {FORMAT} checkpoint of {tensors}; start afresh in another --out")
-    return arrays, int(meta["epoch"]), History(**meta["history"])
+    try:
+        if meta.get("format") != FORMAT or sorted(arrays) != meta.get("arrays"):
+            raise ValueError("format or array names differ")
+        return arrays, int(meta["epoch"]), History(**meta["history"])
+    except (AttributeError, KeyError, TypeError, ValueError):
+        raise KdistillError(f"--resume: {sidecar} is not a {FORMAT} checkpoint of {tensors}; "
+                            "start afresh in another --out") from None
 
 
 def check_fits(arrays: dict[str, np.ndarray], expected: dict[str, np.ndarray], role: str, stem: Path) -> None:
@@ -72,6 +76,6 @@ def check_fits(arrays: dict[str, np.ndarray], expected: dict[str, np.ndarray], r
     wrong = sorted(name for name in expected if name not in arrays or arrays[name].shape != expected[name].shape
                    or arrays[name].dtype != expected[name].dtype)
     if wrong:
-        raise KdistillError(f"--resume: {_files(stem)[0]} does not fit this recipe's {role} model "
+        raise KdistillError(f"--resume: {files(stem)[0]} does not fit this recipe's {role} model "
                             f"(resume with the recipe of the interrupted run, or start afresh in another --out); "
                             f"differing arrays: {', '.join(wrong[:5])}{' ...' if len(wrong) > 5 else ''}")

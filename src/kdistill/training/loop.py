@@ -115,7 +115,8 @@ def fit(role: str, backend: Backend, distiller: Any, data: TaskData, config: Tra
                 if needs_ids:
                     planned = [step.with_ids(data, config.seed, epoch, stored_views, augment is not None)
                                for step in planned]
-                kept = checkpoint_stem if checkpoint_stem is not None and checkpoint.exists(checkpoint_stem) else None
+                kept = checkpoint.files(checkpoint_stem)[0] if checkpoint_stem is not None and \
+                    checkpoint.exists(checkpoint_stem) else None
                 losses = _EpochLosses(role, epoch, runner, kept, progress)
                 for first in range(0, len(planned), CHECK_EVERY):
                     chunk = planned[first:first + CHECK_EVERY]
