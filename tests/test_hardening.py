@@ -182,3 +182,36 @@ def test_training_inputs_with_non_finite_values_are_refused(tmp_path, kdistill, 
     np.savez(path, x=x, y=np.arange(30) % 3)
     refused(load_via_cli(kdistill, tmp_path, path),
             f"data.path: {str(path)!r}: inputs (x) hold NaN or infinite values in 1 row of 30 (the first is row 4)")
+
+
+# --- a black-box teacher's predictions: one integer id per row, each id once ----------------------
+
+
+@pytest.fixture
+def default_predictions():
+    """Sample ids of the default recipe's data, in cache order, and made-up logits for them."""
+    from kdistill.data import load_task_data
+    from kdistill.recipe import load_recipe
+
+    data = load_task_data(load_recipe(None).data, "classification")
+    ids = np.concatenate([split.ids for split in (data.train, data.val, data.test, data.transfer) if split is not None])
+    return ids, np.random.default_rng(0).normal(0, 3, (len(ids), data.output_dim))
+
+
+@pytest.mark.parametrize(("problem", "needle"), [
+    ("repeated_equal", "id {id} is given 2 times (rows 5, {last}, with the same predictions)"),
+    ("repeated_different", "id {id} is given 2 times (rows 5, {last}, with different predictions)"),
+    ("fractional", "ids must be integers; row 3 has id 12.5 (1 such row)"),
+])
+def test_prediction_ids_repeated_or_not_integers_are_refused(tmp_path, kdistill, default_predictions, problem, needle):
+    ids, logits = default_predictions
+    ids = ids.astype(np.float64)
+    if problem == "fractional":
+        ids[3] = 12.5  # once truncated to 12, which is another sample's id
+    else:
+        ids, logits = np.r_[ids, ids[5]], np.r_[logits, logits[5 if problem == "repeated_equal" else 6][None]]
+    path = tmp_path / "mystery.npz"
+    np.savez(path, predictions=logits, ids=ids)
+    refused(kdistill("cache", "--from-predictions", path, "--store", tmp_path / "s"),
+            f"--from-predictions: {str(path)!r}: " + needle.format(id=int(ids[5]), last=len(ids) - 1))
+    assert not (tmp_path / "s" / "manifest.json").exists()

@@ -4,7 +4,7 @@ answers) imported into a soft-target store, so any student can train from it.
 Files: ``.npy`` (N, C) in row order; ``.npz`` with ``predictions`` and optionally ``ids``;
 ``.csv`` / ``.parquet`` with an optional ``id`` column and one column per class. Without ids the
 rows must be the recipe's samples in cache order (train, val, test, transfer) and their count must
-match exactly. ``kind: probs`` rows must be non-negative and sum to 1; they are stored as
+match exactly; with ids, each id is an integer given once (rows are counted from 0, after a header). ``kind: probs`` rows must be non-negative and sum to 1; they are stored as
 logits log p (a zero probability becomes log of float32's smallest normal, ≈ −87.3, so losses stay
 finite), which softmax maps back to p at T = 1.
 """
@@ -47,8 +47,9 @@ def read_predictions(path: Path) -> tuple[np.ndarray | None, np.ndarray]:
 
 def as_logits(values: np.ndarray, kind: str, path: Path) -> np.ndarray:
     """Predictions of ``kind`` as float32 logits, checked row by row."""
-    if values.ndim != 2:
-        raise KdistillError(f"{FIELD}: {str(path)!r} holds shape {values.shape}; expected (samples, classes)")
+    if values.ndim != 2 or not len(values):
+        raise KdistillError(f"{FIELD}: {str(path)!r} holds shape {values.shape}; expected (samples, classes) with at "
+                            "least one sample")
     if not np.isfinite(values).all():
         row = int(np.nonzero(~np.isfinite(values).all(axis=1))[0][0])
         raise KdistillError(f"{FIELD}: {str(path)!r} row {row} is not finite: {values[row][:5]}…")
@@ -62,6 +63,33 @@ def as_logits(values: np.ndarray, kind: str, path: Path) -> np.ndarray:
     return np.log(np.maximum(values, np.finfo(np.float32).tiny)).astype(np.float32)
 
 
+def checked_ids(file_ids: np.ndarray, logits: np.ndarray, path: Path) -> np.ndarray:
+    """The file's ids as int64: one per row, integers (12.5 is refused, not truncated), each once."""
+    where = f"{FIELD}: {str(path)!r}"
+    file_ids = np.asarray(file_ids)
+    if file_ids.ndim != 1 or file_ids.dtype.kind not in "iuf":
+        raise KdistillError(f"{where}: ids must be one integer per row, got dtype {file_ids.dtype} shape {file_ids.shape}")
+    if len(file_ids) != len(logits):
+        raise KdistillError(f"{where}: {len(file_ids)} ids for {len(logits)} rows of predictions")
+    if file_ids.dtype.kind == "f":
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(file_ids) | (file_ids != np.round(file_ids)) | (np.abs(file_ids) >= 2.0**63)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise KdistillError(f"{where}: ids must be integers; row {row} has id {file_ids[row]:g} "
+                                f"({bad.sum()} such row{'s' if bad.sum() > 1 else ''})")
+    file_ids = file_ids.astype(np.int64)
+    unique, counts = np.unique(file_ids, return_counts=True)
+    if (counts > 1).any():
+        repeated = unique[counts > 1]
+        rows = np.flatnonzero(file_ids == repeated[0])
+        same = "the same" if (logits[rows] == logits[rows[0]]).all() else "different"
+        more = f"; {len(repeated) - 1} more ids repeat" if len(repeated) > 1 else ""
+        raise KdistillError(f"{where}: id {repeated[0]} is given {len(rows)} times (rows {', '.join(map(str, rows[:5]))}, "
+                            f"with {same} predictions){more}; each sample id needs exactly one row")
+    return file_ids
+
+
 def aligned(file_ids: np.ndarray | None, logits: np.ndarray, sample_ids: np.ndarray, path: Path) -> np.ndarray:
     """The rows of ``logits`` for ``sample_ids``, in that order."""
     if file_ids is None:
@@ -71,7 +99,7 @@ def aligned(file_ids: np.ndarray | None, logits: np.ndarray, sample_ids: np.ndar
                 f"{len(sample_ids)} samples (train, val, test, transfer in that order); add an id column or match the count"
             )
         return logits
-    file_ids = np.asarray(file_ids).astype(np.int64)
+    file_ids = checked_ids(file_ids, logits, path)
     order = np.argsort(file_ids, kind="stable")
     slots = np.minimum(np.searchsorted(file_ids[order], sample_ids), len(order) - 1)
     missing = sample_ids[file_ids[order][slots] != sample_ids]
