@@ -145,3 +145,22 @@ def test_missing_sink_package_is_an_error(tmp_path, monkeypatch, sink, advice):
         Events(tmp_path, "distilled", ["tensorboard", "mlflow"])
     assert advice in str(error.value)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None or importlib.util.find_spec("torch") is None,
+                    reason="needs tensorboard (the dev extra) and torch")
+def test_a_run_with_train_log_tensorboard_writes_one_scalar_per_loss_term(tmp_path):
+    import json as json_module
+
+    from conftest import set_args
+    from kdistill.cli import main
+
+    assert main(["run", "--out", str(tmp_path), *set_args("train.log=tensorboard")]) == 0
+    curves = {model["role"]: model["val_history"]
+              for model in json_module.loads((tmp_path / "report.json").read_text())["models"]}
+    for role, terms in (("teacher", ["total", "task"]), ("distilled", ["total", "task", "kd"]),
+                        ("scratch", ["total", "task"])):
+        scalars = read_scalars(tmp_path / "logs/tensorboard" / role)
+        assert set(scalars) == {*(f"loss/{term}" for term in terms), "val/accuracy", "time/epoch_seconds"}, role
+        assert all([step for step, _ in events] == [1, 2] for events in scalars.values()), role
+        assert [value for _, value in scalars["val/accuracy"]] == pytest.approx(curves[role]), role
