@@ -215,3 +215,63 @@ def test_prediction_ids_repeated_or_not_integers_are_refused(tmp_path, kdistill,
     refused(kdistill("cache", "--from-predictions", path, "--store", tmp_path / "s"),
             f"--from-predictions: {str(path)!r}: " + needle.format(id=int(ids[5]), last=len(ids) - 1))
     assert not (tmp_path / "s" / "manifest.json").exists()
+
+
+# --- kdistill cache --store: never deletes or mixes with a file kdistill did not write ------------
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_cache_into_a_directory_with_a_users_file_keeps_the_file(tmp_path, kdistill, default_predictions, overwrite):
+    ids, logits = default_predictions
+    np.savez(tmp_path / "mystery.npz", predictions=logits, ids=ids)
+    store = tmp_path / "mine"
+    store.mkdir()
+    (store / "notes.tmp").write_text("my notes")
+    (store / "shard-00000.safetensors.tmp").write_bytes(b"a temp file kdistill would write")
+    refused(kdistill("cache", "--from-predictions", tmp_path / "mystery.npz", "--store", store, *overwrite),
+            f"{store}: holds 1 entry kdistill did not write (e.g. 'notes.tmp')", "give another directory")
+    assert (store / "notes.tmp").read_text() == "my notes"
+    assert sorted(path.name for path in store.iterdir()) == ["notes.tmp", "shard-00000.safetensors.tmp"]
+
+
+def test_cache_store_that_is_a_regular_file_is_refused(tmp_path, kdistill, default_predictions):
+    ids, logits = default_predictions
+    np.savez(tmp_path / "mystery.npz", predictions=logits, ids=ids)
+    store = tmp_path / "store.txt"
+    store.write_text("mine")
+    refused(kdistill("cache", "--from-predictions", tmp_path / "mystery.npz", "--store", store),
+            f"{store}: exists and is not a directory")
+    assert store.read_text() == "mine"
+
+
+def test_store_writer_removes_only_its_own_temporary_files(tmp_path):
+    from kdistill.store import StoreReader, StoreWriter
+
+    ids = np.arange(12)
+    settings = {"ids": ids, "num_classes": 3, "teacher": {}, "dataset_fingerprint": "d", "shard_size": 5}
+    writer = StoreWriter(tmp_path / "s", **settings)
+    writer.write(ids[:6], np.zeros((6, 3), dtype=np.float32))
+    del writer  # killed: one finished shard; a kill mid-write leaves its temp files
+    for name in ("shard-00001.safetensors.tmp", "manifest.partial.json.tmp"):
+        (tmp_path / "s" / name).write_bytes(b"half written")
+    resumed = StoreWriter(tmp_path / "s", **settings)
+    assert resumed.resume_from == 5
+    assert sorted(path.name for path in (tmp_path / "s").iterdir()) == ["manifest.partial.json", "shard-00000.safetensors"]
+    resumed.write(ids[5:], np.ones((7, 3), dtype=np.float32))
+    resumed.close()
+    assert StoreReader(tmp_path / "s").fetch(ids[5:6]).tolist() == [[1.0, 1.0, 1.0]]
+
+
+def test_ensemble_into_one_of_its_members_is_refused(tmp_path, kdistill):
+    from kdistill.store import StoreWriter
+
+    ids = np.arange(12)
+    for name in ("a", "b"):
+        writer = StoreWriter(tmp_path / name, ids=ids, num_classes=3, teacher={"name": name},
+                             dataset_fingerprint="d", shard_size=5)
+        writer.write(ids, np.zeros((12, 3), dtype=np.float32))
+        writer.close()
+    before = {path.name: path.read_bytes() for path in (tmp_path / "a").iterdir()}
+    refused(kdistill("cache", "--ensemble", tmp_path / "a", tmp_path / "b", "--store", tmp_path / "a", "--overwrite"),
+            f"--store: {tmp_path / 'a'} is also a member of --ensemble")
+    assert {path.name: path.read_bytes() for path in (tmp_path / "a").iterdir()} == before

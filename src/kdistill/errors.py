@@ -73,11 +73,12 @@ def reading(path: str | os.PathLike, what: str, *, field: str | None = None, hin
 def writing(path: str | os.PathLike, what: str, *, field: str | None = None) -> Iterator[None]:
     """Write a user's file or directory inside this block: an OSError (no space left, permission
     denied, a file where a directory should be) becomes a KdistillError naming ``field``, the path
-    and ``what`` was being written."""
+    and ``what`` was being written, e.g. ``/s/shard-00001.safetensors: cannot write this file (No
+    space left on device)``."""
     prefix = f"{field}: " if field else ""
     try:
         yield
     except KdistillError:
         raise
     except OSError as error:
-        raise KdistillError(f"{prefix}{path}: cannot write {what} there ({_explain(error)})") from None
+        raise KdistillError(f"{prefix}{path}: cannot write {what} ({_explain(error)})") from None

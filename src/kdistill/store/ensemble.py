@@ -55,6 +55,8 @@ def ensemble_stores(members: list[Path], store: Path, *, combination: str = "mea
     if len(weights) != len(members) or (weights < 0).any() or not weights.sum() > 0:
         raise KdistillError(f"--weights: {weights.tolist()} — need {len(members)} non-negative weights, not all 0")
     weights = weights / weights.sum()
+    if any(store.resolve() == member.resolve() for member in members):
+        raise KdistillError(f"--store: {store} is also a member of --ensemble; write the ensemble to another directory")
     readers = [StoreReader(path) for path in members]
     _check_members(members, readers, combination)
     first = readers[0].manifest

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from kdistill.errors import KdistillError
 from kdistill.store.manifest import MANIFEST, Manifest, ShardInfo, load_manifest, shard_name, verify_shard
-from kdistill.store.writer import atomic_write
+from kdistill.store.writer import atomic_write, check_store_dir
 
 
 def part_range(total: int, shard_size: int, rank: int, world_size: int) -> tuple[int, int]:
@@ -34,6 +34,7 @@ def assemble(store: Path, world_size: int, expected: Manifest) -> Manifest:
     """Join the complete parts 0..N−1 of ``store`` into one store with the settings of
     ``expected`` (a manifest without shards); returns the final manifest. Parts are removed only
     after the manifest is written."""
+    check_store_dir(store)
     shards: list[ShardInfo] = []
     for rank in range(world_size):
         start, end = part_range(expected.total, expected.shard_size, rank, world_size)

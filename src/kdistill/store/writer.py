@@ -3,7 +3,8 @@
 A shard is serialised in memory, written to ``NAME.tmp``, fsynced and renamed; only then is it
 recorded in ``manifest.partial.json`` (itself replaced atomically). A killed run therefore leaves
 finished shards, possibly a temp file or one renamed-but-unrecorded shard; a new writer with the
-same settings deletes the latter two and reports ``resume_from``. Shard contents depend only on
+same settings deletes the latter two and reports ``resume_from``. A writer deletes only files of
+the names it writes itself (:data:`OWN_FILE`), and refuses a directory that holds anything else. Shard contents depend only on
 the ids and logits (no timestamps, no metadata), so a resumed store is byte-identical to an
 uninterrupted one.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ import numpy as np
 from safetensors.numpy import save
 
 from kdistill import __version__
-from kdistill.errors import KdistillError
+from kdistill.errors import KdistillError, writing
 from kdistill.store.manifest import (
     MANIFEST,
     PARTIAL_MANIFEST,
@@ -35,6 +37,36 @@ from kdistill.store.manifest import (
 )
 
 
+OWN_FILE = re.compile(r"(manifest\.json|manifest\.partial\.json|shard-\d{5,}\.safetensors)(\.tmp)?")
+"""The names of the files a store writer writes: the manifests, the shards and their temporary files."""
+OWN_DIR = re.compile(r"part-\d{3,}")
+"""The directories of a store written by several processes (:mod:`kdistill.store.parts`)."""
+
+
+def foreign_entries(directory: Path) -> list[str]:
+    """The names in ``directory`` that no store writer wrote (sorted; symlinks count as foreign)."""
+    def own(entry: Path) -> bool:
+        if entry.is_symlink():
+            return False
+        return bool(OWN_FILE.fullmatch(entry.name) and entry.is_file() or OWN_DIR.fullmatch(entry.name) and entry.is_dir())
+    return sorted(entry.name for entry in directory.iterdir() if not own(entry))
+
+
+def check_store_dir(path: Path) -> None:
+    """``path`` is absent, or a directory that holds nothing but a store's own files: a store never
+    mixes with (or deletes) files it did not write."""
+    if path.exists() and not path.is_dir():
+        raise KdistillError(f"{path}: exists and is not a directory; a store is written to a new or empty directory "
+                            "(or one holding a store)")
+    foreign = foreign_entries(path) if path.is_dir() else []
+    if foreign:
+        raise KdistillError(
+            f"{path}: holds {len(foreign)} entr{'ies' if len(foreign) > 1 else 'y'} kdistill did not write (e.g. "
+            f"{foreign[0]!r}); a store is written to a new or empty directory (or one holding a store), so give "
+            "another directory or move those out"
+        )
+
+
 def _fsync_dir(directory: Path) -> None:
     if os.name == "posix":  # a directory cannot be opened for fsync on Windows
         fd = os.open(directory, os.O_RDONLY)
@@ -47,12 +79,17 @@ def _fsync_dir(directory: Path) -> None:
 def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that ``path`` is either absent/old or complete, never partial."""
     temp = path.with_name(path.name + ".tmp")
-    with temp.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
-    _fsync_dir(path.parent)
+    with writing(path, "this file"):
+        try:
+            with temp.open("wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, path)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(path.parent)
 
 
 def _json_value(teacher: dict[str, Any]) -> dict[str, Any]:
@@ -109,7 +146,9 @@ class StoreWriter:
         self.path = Path(path)
         requested = new_manifest(ids, **settings)
         self._ids = np.asarray(ids, dtype=np.int64)
-        self.path.mkdir(parents=True, exist_ok=True)
+        check_store_dir(self.path)
+        with writing(self.path, "a soft-target store directory"):
+            self.path.mkdir(parents=True, exist_ok=True)
         self.manifest = self._start(requested, overwrite)
         self.resume_from = self.manifest.stored
         self._cursor = self.resume_from
@@ -136,8 +175,9 @@ class StoreWriter:
             for shard in manifest.shards:
                 verify_shard(self.path, shard)
         recorded = {shard.file for shard in manifest.shards}
-        for leftover in [*self.path.glob("*.tmp"), *self.path.glob("shard-*.safetensors")]:
-            if leftover.name not in recorded:
+        for leftover in self.path.iterdir():  # check_store_dir: every entry is the writer's own
+            if OWN_FILE.fullmatch(leftover.name) and leftover.name.endswith((".tmp", ".safetensors")) \
+                    and leftover.name not in recorded:
                 leftover.unlink()
         return manifest
 
