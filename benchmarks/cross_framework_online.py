@@ -1,9 +1,10 @@
 """Online distillation across frameworks: what does running the teacher in JAX or Keras cost a
 PyTorch student, against a PyTorch teacher of the same architecture?
 
-One online-KD epoch of the same PyTorch student (``kdistill.torch.trainer.fit``, the Fashion-MNIST
-recipe's student and weights) is timed with three frozen teachers of one architecture (the
-recipe's 1200-1200 MLP with dropout, eval mode), run as ``kdistill run`` runs them:
+One online-KD epoch of the same PyTorch student (kdistill's one training loop,
+``kdistill.training.loop.fit``, on the torch backend; the Fashion-MNIST recipe's student and
+weights; the loop's own ``History.epoch_seconds``) is timed with three frozen teachers of one
+architecture (the recipe's 1200-1200 MLP with dropout, eval mode), run as ``kdistill run`` runs them:
 
 * ``torch``: the teacher as a ``torch.nn.Module``, called at every step (same-framework online);
 * ``jax``: a Flax NNX teacher (``teacher.backend: jax``, ``teacher.online: true``), asked once per
@@ -37,13 +38,13 @@ from pathlib import Path
 import torch
 
 import timing
-from kdistill.backend_common import import_backend
+from kdistill.cross_framework import online_teacher
 from kdistill.data import load_task_data
+from kdistill.objective import Objective
 from kdistill.recipe import load_recipe
-from kdistill.torch import trainer
-from kdistill.torch.distiller import Distiller
-from kdistill.torch.foreign import OnlineForeignTeacher
-from kdistill.torch.models import build_model
+from kdistill.teacher import Teacher, probe_rows
+from kdistill.torch.backend import BACKEND, predict
+from kdistill.training.loop import fit
 
 FOREIGN = ("jax", "keras")
 
@@ -56,25 +57,26 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench-cross-framework-online"))
     args = parser.parse_args()
 
-    recipe = load_recipe("fashion_mnist_mlp", [f"data.limit={args.limit or 'null'}", "train.progress=false",
-                                               "train.epochs=1", "train.schedule=constant", "train.device=cpu"])
+    overrides = [f"data.limit={args.limit or 'null'}", "train.progress=false", "train.epochs=1",
+                 "train.schedule=constant", "train.device=cpu"]
+    recipe = load_recipe("fashion_mnist_mlp", overrides)
     data = load_task_data(recipe.data, recipe.task)
-    torch_teacher = import_backend("torch", "cache").build_teacher(recipe, data).model.eval()
-    foreign = {backend: OnlineForeignTeacher(import_backend(backend, "cache").build_teacher(
-        recipe.model_copy(update={"backend": backend}), data)) for backend in FOREIGN}
-    torch.manual_seed(recipe.train.seed)
-    student, _ = build_model(recipe.student, data, "student")
-    settings = {name: recipe.loss_settings(name) for name in recipe.losses}
-    x_train = torch.from_numpy(data.train.x)
+    device, probe = BACKEND.device(recipe.train.device), probe_rows(data)
+    torch_teacher = Teacher(recipe, data, BACKEND, device).model
+    BACKEND.set_trainable(torch_teacher, False)
+    foreign = {backend: online_teacher(load_recipe("fashion_mnist_mlp", [
+        *overrides, f"teacher.backend={backend}", "teacher.online=true"]), data) for backend in FOREIGN}
+    student, _ = BACKEND.build(recipe.student, data, "student", recipe.train.seed, device)
+    objective = Objective(recipe.task, recipe.weights, {name: recipe.loss_settings(name) for name in recipe.losses})
+    x_train = data.train.x
 
     def online_epoch(teacher: torch.nn.Module | None = None, outputs=None) -> float:
-        distiller = Distiller(copy.deepcopy(student), recipe.task, recipe.weights, settings, teacher=teacher,
-                              offline=outputs is not None)
-        return trainer.fit("distilled", distiller, data, recipe.train, torch.device("cpu"),
-                           teacher_outputs=outputs).train_seconds
+        distiller = BACKEND.distiller(copy.deepcopy(student), objective, teacher, (), probe, device, recipe.train.seed)
+        return fit("distilled", BACKEND, distiller, data, recipe.train, device,
+                   teacher_outputs=outputs).epoch_seconds[0]
 
     def teacher_pass(teacher: torch.nn.Module) -> float:
-        return timing.wall_seconds(lambda: trainer.predict(teacher, x_train, recipe.train.eval_batch_size))
+        return timing.wall_seconds(lambda: predict(teacher, x_train, recipe.train.eval_batch_size, device))
 
     variants = {"online torch": lambda: online_epoch(torch_teacher)}
     for name, teacher in foreign.items():

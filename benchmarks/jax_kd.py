@@ -10,12 +10,13 @@ Ratios from variants measured side by side (interleaved rounds, medians), on Fas
     constants baked into the program), the teacher under ``stop_gradient``, ``optax.adamw``; no checks,
     no loss parts, no validation. Target ≤ 1.05.
 (b) kdistill offline-KD epoch ÷ kdistill plain-student epoch: the teacher's logits read from a
-    soft-target store per step (``StoreReader.fetch``) against the task loss alone.
+    soft-target store once per chunk of 20 steps (``StoreReader.fetch``) against the task loss alone.
 
 An epoch's time excludes compilation: each variant trains ``--epochs`` epochs and the first is
 left out (it compiles the step, twice with a short last batch); "compile" is the first epoch's
-time minus the median of the others. kdistill's epochs are timed between the validation passes
-``fit`` makes after every epoch (the wrapped ``predict``), so validation is excluded too.
+time minus the median of the others. kdistill's epochs are the loop's own figures
+(``History.epoch_seconds``, the one loop of :mod:`kdistill.training.loop` on the JAX backend),
+which exclude the validation pass after every epoch.
 
     python benchmarks/jax_kd.py --limit 20000 --rounds 3 --epochs 3
 """
@@ -38,25 +39,26 @@ import optax
 from flax import nnx
 
 from kdistill.data import load_task_data
-from kdistill.jax import trainer
-from kdistill.jax.distiller import Distiller, eval_view, train_view
-from kdistill.jax.models import build_model
-from kdistill.jax.pipeline import copied
+from kdistill.jax.backend import BACKEND
+from kdistill.jax.distiller import eval_view, train_view
+from kdistill.objective import Objective
 from kdistill.recipe import load_recipe
 from kdistill.report.metrics import task_metrics
 from kdistill.store import StoreReader
 from kdistill.store.predictions import cache_predictions
-from kdistill.training import epoch_plan
-
-import timing
+from kdistill.teacher import probe_rows
+from kdistill.training.loop import fit
+from kdistill.training.plan import epoch_plan
 
 T, WEIGHTS = 4.0, {"task": 0.1, "kd": 0.9}
+TASK = "classification"
 
 
-def kdistill_epochs(distiller: Distiller, data, config, teacher_outputs=None) -> list[float]:
-    """Seconds of each epoch of ``fit``, from the end of one validation pass to the start of the next."""
-    return timing.epoch_seconds(trainer, lambda: trainer.fit("bench", distiller, data, config,
-                                                             teacher_outputs=teacher_outputs))
+def kdistill_epochs(role: str, student: nnx.Module, objective: Objective, teacher: nnx.Module | None, data, config,
+                    device, teacher_outputs=None) -> list[float]:
+    """Seconds of each epoch of kdistill's loop training ``student`` (validation excluded)."""
+    distiller = BACKEND.distiller(student, objective, teacher, (), None, device, config.seed)
+    return fit(role, BACKEND, distiller, data, config, device, teacher_outputs=teacher_outputs).epoch_seconds
 
 
 def handwritten_epochs(student: nnx.Module, teacher: nnx.Module, data, config) -> list[float]:
@@ -110,35 +112,38 @@ def main() -> None:
                  f"losses={{kd: {{temperature: {T}}}}}", "weights={task: 0.1, kd: 0.9}", "teacher.train={epochs: 2}"]
     recipe = load_recipe("fashion_mnist_mlp", overrides)
     data = load_task_data(recipe.data, recipe.task)
-    teacher, _ = build_model(recipe.teacher, data, "teacher", 0)
-    trainer.fit("teacher", Distiller(teacher, "classification", {"task": 1.0}), data, recipe.teacher_training())
-    student, _ = build_model(recipe.student, data, "student", 1)
+    device, probe = BACKEND.device(recipe.train.device), probe_rows(data)
+    teacher, _ = BACKEND.build(recipe.teacher, data, "teacher", 0, device)
+    kdistill_epochs("teacher", teacher, Objective.task_only(TASK), None, data, recipe.teacher_training(), device)
+    student, spec = BACKEND.build(recipe.student, data, "student", 1, device)
     work = Path(tempfile.mkdtemp(prefix="kdistill-jax-"))
     splits = (data.train, data.val, data.test)
     np.savez(work / "teacher.npz", ids=np.concatenate([split.ids for split in splits]),
-             predictions=np.concatenate([trainer.predict(teacher, split.x, 1024) for split in splits]))
+             predictions=np.concatenate([BACKEND.predict(teacher, split.x, 1024, device) for split in splits]))
     cache_predictions(data, work / "teacher.npz", "logits", work / "store")
     reader = StoreReader(work / "store")
-    kd = {"kd": {"temperature": T}}
+    kd = Objective(TASK, WEIGHTS, {"kd": {"temperature": T}})
+
+    def copied() -> nnx.Module:  # the same initial parameters, in buffers of its own (training donates them)
+        return BACKEND.clone(student, spec, data, probe, device)
 
     finals: dict[str, nnx.Module] = {}
 
     def online() -> list[float]:
-        finals["kdistill"] = copied(student)
-        return kdistill_epochs(Distiller(finals["kdistill"], "classification", WEIGHTS, kd, teacher=teacher),
-                               data, recipe.train)
+        finals["kdistill"] = copied()
+        return kdistill_epochs("distilled", finals["kdistill"], kd, teacher, data, recipe.train, device)
 
     def handwritten() -> list[float]:
-        finals["hand-written"] = copied(student)
+        finals["hand-written"] = copied()
         return handwritten_epochs(finals["hand-written"], teacher, data, recipe.train)
 
     variants = {
         "kdistill online KD": online,
         "hand-written online KD": handwritten,
         "kdistill offline KD": lambda: kdistill_epochs(
-            Distiller(copied(student), "classification", WEIGHTS, kd, offline=True), data, recipe.train, reader.fetch),
+            "distilled", copied(), kd, None, data, recipe.train, device, reader.fetch),
         "kdistill plain student": lambda: kdistill_epochs(
-            Distiller(copied(student), "classification", {"task": 1.0}), data, recipe.train),
+            "scratch", copied(), Objective.task_only(TASK), None, data, recipe.train, device),
     }
     epochs = {name: [] for name in variants}
     compile_seconds = {name: [] for name in variants}
@@ -165,7 +170,7 @@ def main() -> None:
         print(f"| {name} | {statistics.median(values):.3f} | {min(values):.3f}–{max(values):.3f} | {target} |")
     print(f"\n| final student ({args.epochs} epochs) | test accuracy |\n|---|---:|")
     for name, model in finals.items():
-        accuracy = task_metrics("classification", trainer.predict(model, data.test.x, 1024), data.test.y)["accuracy"]
+        accuracy = task_metrics(TASK, BACKEND.predict(model, data.test.x, 1024, device), data.test.y)["accuracy"]
         print(f"| {name} | {accuracy:.4f} |")
     shutil.rmtree(work)
 

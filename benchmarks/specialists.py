@@ -11,12 +11,15 @@ teacher of the same Fashion-MNIST student, both from stores.
 Every step is an ordinary kdistill command; outputs stay in OUT.
 
     python benchmarks/specialists.py --out runs/bench-specialists
+    python benchmarks/specialists.py --out runs/quick --set data.limit=2000 --set train.epochs=1 \
+        --set teacher.train.epochs=1   # a quick look: every command takes these assignments first
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from kdistill.cli import main as kdistill
@@ -30,8 +33,9 @@ def call(*argv: str) -> None:
         raise SystemExit(f"failed: kdistill {' '.join(map(str, argv))}")
 
 
-def sets(*assignments: str) -> list[str]:
-    return [arg for assignment in ("train.progress=false", *assignments) for arg in ("--set", assignment)]
+def sets(overrides: list[str], *assignments: str) -> list[str]:
+    """``--set`` flags: ``overrides`` (the user's), then the step's own ``assignments``."""
+    return [arg for assignment in ("train.progress=false", *overrides, *assignments) for arg in ("--set", assignment)]
 
 
 def done(path: Path) -> bool:
@@ -48,22 +52,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
     parser.add_argument("--top-n", type=int, default=2)
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        help="a recipe assignment for every run and cache (e.g. data.limit=2000)")
     args = parser.parse_args()
+    given = args.overrides
     out = Path(args.out)
     if not done(out / "generalist"):
-        call("run", RECIPE, "--out", out / "generalist", "--overwrite", *sets())
+        call("run", RECIPE, "--out", out / "generalist", "--overwrite", *sets(given))
     stores = [out / "store-generalist"]
     if not done(stores[0]):
         call("cache", RECIPE, "--store", stores[0], "--overwrite",
-             *sets(f"teacher.path={out / 'generalist' / 'teacher.safetensors'}"))
+             *sets(given, f"teacher.path={out / 'generalist' / 'teacher.safetensors'}"))
     for name, classes in SPECIALISTS.items():
         run, store = out / f"specialist-{name}", out / f"store-{name}"
         if not done(run):
-            call("run", RECIPE, "--out", run, "--overwrite", *sets(f"data.classes={classes}", "train.epochs=1",
-                                                                   "compare.scratch=false"))
+            call("run", RECIPE, "--out", run, "--overwrite",
+                 *sets(given, f"data.classes={classes}", "train.epochs=1", "compare.scratch=false"))
         if not done(store):
             call("cache", RECIPE, "--store", store, "--overwrite",
-                 *sets(f"data.classes={classes}", f"teacher.path={run / 'teacher.safetensors'}"))
+                 *sets(given, f"data.classes={classes}", f"teacher.path={run / 'teacher.safetensors'}"))
         stores.append(store)
     merged = out / "store-merged"
     if not done(merged):
@@ -72,8 +79,8 @@ def main() -> None:
     for name, store in (("from-generalist", stores[0]), ("from-merged", merged)):
         if not done(out / name):
             call("run", RECIPE, "--out", out / name, "--overwrite",
-                 *sets("teacher.model=null", f"teacher.store={store}", "compare.scratch=false"))
-    print(f"`python benchmarks/specialists.py --out {args.out} --top-n {args.top_n}` (one seed)\n")
+                 *sets(given, "teacher.model=null", f"teacher.store={store}", "compare.scratch=false"))
+    print(f"`python benchmarks/specialists.py {' '.join(sys.argv[1:])}` (one seed)\n")
     print("| teacher | teacher test accuracy | distilled student test accuracy |")
     print("|---|---|---|")
     print(f"| generalist (store) | {accuracy(out / 'from-generalist', 'teacher'):.4f} | "

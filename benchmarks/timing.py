@@ -1,5 +1,6 @@
-"""Timing helpers shared by the benchmarks: per-epoch seconds of any backend's ``fit``, variants
-run side by side in interleaved rounds, per-round ratios, and the machine a figure came from.
+"""Timing helpers shared by the benchmarks: variants run side by side in interleaved rounds,
+per-round ratios, and the machine a figure came from. (A kdistill epoch's seconds come from the
+loop itself: ``History.epoch_seconds``, validation excluded.)
 
 Benchmarks run as scripts (``python benchmarks/NAME.py``), so this module is imported as
 ``timing`` from the scripts' own directory.
@@ -12,30 +13,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from types import ModuleType
 from typing import Any
-
-
-def epoch_seconds(trainer: ModuleType, train: Callable[[], Any]) -> list[float]:
-    """Seconds of each epoch of a kdistill ``fit`` run by ``train()``, for any backend's trainer
-    module (``kdistill.{torch,keras,jax}.trainer``): ``fit`` calls the module's ``predict`` once
-    after every epoch (validation), so an epoch is timed from the end of one validation pass to the
-    start of the next. Validation is excluded; the first epoch also holds ``fit``'s set-up (and, on
-    JAX and Keras, tracing and compilation): leave it out of steady-state figures."""
-    stamps, predict = [time.perf_counter()], trainer.predict
-
-    def timed_predict(*args, **kwargs):
-        stamps.append(time.perf_counter())
-        result = predict(*args, **kwargs)
-        stamps.append(time.perf_counter())
-        return result
-
-    trainer.predict = timed_predict
-    try:
-        train()
-    finally:
-        trainer.predict = predict
-    return [stamps[index + 1] - stamps[index] for index in range(0, len(stamps) - 1, 2)]
 
 
 def wall_seconds(work: Callable[[], Any]) -> float:

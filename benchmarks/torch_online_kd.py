@@ -10,11 +10,11 @@ free (about 0.3 ms per ~10 ms step on a 2-core Xeon VM, i.e. ~3%). The benchmark
 kdistill sits above the floor, and how far above a hand-written loop that does the same work:
 
 (a) ``kdistill online-KD epoch ÷ (kdistill plain-student epoch + kdistill teacher predict pass)``
-    * online-KD epoch: ``kdistill.torch.trainer.fit`` on a ``Distiller`` with weights
+    * online-KD epoch: kdistill's one training loop (``kdistill.training.loop.fit`` on the torch
+      backend, ``kdistill.torch.backend.BACKEND``) on its distiller with weights
       ``{task: 0.1, kd: 0.9}``, loss ``kd`` at temperature T, the frozen teacher.
-    * plain-student epoch: the same ``fit`` (same trainer) on ``Distiller(student, weights={task: 1})``
-      with no teacher.
-    * teacher pass: ``kdistill.torch.trainer.predict(teacher, x_train, batch_size)`` (eval mode,
+    * plain-student epoch: the same loop on the task loss alone (``Objective.task_only``), no teacher.
+    * teacher pass: ``kdistill.torch.backend.predict(teacher, x_train, batch_size)`` (eval mode,
       ``no_grad``) over the same training inputs at the training batch size, timed by wall clock.
     Target: ≤ 1.05.
 
@@ -22,9 +22,10 @@ kdistill sits above the floor, and how far above a hand-written loop that does t
     ``handwritten_kd_epoch``) uses the same teacher object, the same initial student weights, the same
     data tensors, the same batch size, AdamW with the same lr and weight decay, the same loss
     ``0.1·CE + 0.9·T²·KL(p_t^T ‖ p_s^T)`` (``batchmean``, from ``log_softmax``), the teacher in eval
-    mode under ``no_grad``, and batches shuffled by ``randperm`` indexing of in-memory tensors. It even
-    uses the same ``randperm`` seed as kdistill, so both train on identical batches and the script
-    checks they end up with the same student weights. Target: ≤ 1.05.
+    mode under ``no_grad``, and batches gathered by indexing in-memory tensors. It takes its batch
+    order from the same seeded numpy plan as kdistill (``kdistill.training.plan.epoch_plan``), so
+    both train on identical batches and the script checks they end up with the same student
+    weights. Target: ≤ 1.05.
 
 A reference row, ``hand-written ÷ (plain + teacher pass)``, shows how far a minimal loop itself sits
 above the floor (the KL term and its backward, two models sharing the caches); whatever of (a) this
@@ -32,13 +33,14 @@ row shares is the cost of online KD, not of kdistill.
 
 A kdistill epoch is ``fit(...)`` with ``TrainConfig(epochs=1, progress=False, schedule="constant")``
 (a constant lr so that "same lr" holds exactly; kdistill still runs its per-step ``LambdaLR.step()``,
-which is part of its cost), timed by ``History.train_seconds``. That field is the wall time of the epoch
-loop in ``fit``: from the epoch's ``randperm`` to the last optimizer step, including the batch gather,
-forward/backward/step, the LR-schedule step and the finiteness check every 20 steps. It excludes the
-numpy → tensor conversion and optimizer construction before the loop, and the validation pass,
-metrics and checkpoint after it. The script checks the exclusion of validation at run time (it wraps
-the ``predict`` that ``fit`` calls for validation and compares time stamps) and prints the result.
-The hand-written loop is timed over the same span (``randperm`` to last step, optimizer built before).
+which is part of its cost), timed by the loop itself (``History.epoch_seconds``). That figure is the
+wall time of one epoch in the loop: from the epoch's plan (a numpy permutation) to the last step's
+losses read back, including the batch gather, forward/backward/step, the LR-schedule step and the
+finiteness check of every chunk of 20 steps. It excludes the numpy → tensor conversion and optimizer
+construction before the loop (the backend's step runner), and the validation pass, metrics and
+checkpoint after it. The script checks the exclusion of validation at run time (it times the
+backend's ``predict`` that ``fit`` calls for validation and compares time stamps) and prints the
+result. The hand-written loop is timed over the same span (plan to last step, optimizer built before).
 
 Variants are interleaved (one unmeasured warm-up round, then ``--rounds`` rounds, the order rotated
 each round) and the median of each is reported. Each measurement also records how much CPU the rest of
@@ -71,12 +73,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import kdistill.torch.trainer as trainer
+from kdistill.backends.contract import Backend
 from kdistill.data import load_task_data
+from kdistill.objective import Objective
 from kdistill.recipe import DataConfig, TrainConfig
+from kdistill.torch.backend import BACKEND, predict, tensors
 from kdistill.torch.distiller import Distiller
-from kdistill.torch.trainer import fit, predict, tensors
 from kdistill.torch.zoo import mlp
+from kdistill.training import History
+from kdistill.training.loop import fit
+from kdistill.training.plan import epoch_plan
 
 import timing
 
@@ -108,13 +114,12 @@ class Bench:
         torch.manual_seed(args.seed + 10_000)
         self.teacher = mlp(input_shape, classes, hidden=args.teacher_hidden)
         if args.teacher_epochs:
-            trainee = Distiller(self.teacher, TASK, {"task": 1.0})
-            fit("teacher", trainee, self.data, self.config.model_copy(update={"epochs": args.teacher_epochs}),
-                self.device)
-        self.teacher.eval().requires_grad_(False)
+            self.fit("teacher", self.plain_distiller(self.teacher),
+                     self.config.model_copy(update={"epochs": args.teacher_epochs}))
+        BACKEND.set_trainable(self.teacher, False)
         torch.manual_seed(args.seed)
         self.initial_student = mlp(input_shape, classes, hidden=args.student_hidden)
-        self.probe = self.x_train[:4]
+        self.probe = self.data.train.x[:4]
         self.steps = -(-len(self.x_train) // args.batch_size)
         self.last_student: dict[str, nn.Module] = {}
 
@@ -122,20 +127,26 @@ class Bench:
         return copy.deepcopy(self.initial_student)
 
     def kd_distiller(self, student: nn.Module) -> Distiller:
-        return Distiller(student, TASK, {"task": 0.1, "kd": 0.9}, {"kd": {"temperature": self.args.temperature}},
-                         teacher=self.teacher, probe=self.probe)
+        objective = Objective(TASK, {"task": 0.1, "kd": 0.9}, {"kd": {"temperature": self.args.temperature}})
+        return BACKEND.distiller(student, objective, self.teacher, (), self.probe, self.device, self.config.seed)
+
+    def plain_distiller(self, student: nn.Module) -> Distiller:
+        return BACKEND.distiller(student, Objective.task_only(TASK), None, (), None, self.device, self.config.seed)
+
+    def fit(self, role: str, distiller: Distiller, config: TrainConfig | None = None,
+            backend: Backend = BACKEND) -> History:
+        """kdistill's one training loop on the torch backend (or ``backend``, a stand-in for it)."""
+        return fit(role, backend, distiller, self.data, config or self.config, self.device)
 
     # -- the variants; each returns seconds ------------------------------------------------------
     def kdistill_kd(self) -> float:
         student = self.fresh_student()
-        history = fit("distilled", self.kd_distiller(student), self.data, self.config, self.device)
+        history = self.fit("distilled", self.kd_distiller(student))
         self.last_student["kdistill_kd"] = student
-        return history.train_seconds
+        return history.epoch_seconds[0]
 
     def kdistill_plain(self) -> float:
-        student = self.fresh_student()
-        history = fit("scratch", Distiller(student, TASK, {"task": 1.0}), self.data, self.config, self.device)
-        return history.train_seconds
+        return self.fit("scratch", self.plain_distiller(self.fresh_student())).epoch_seconds[0]
 
     def teacher_pass(self) -> float:
         started = time.perf_counter()
@@ -145,19 +156,20 @@ class Bench:
     def handwritten(self) -> float:
         student = self.fresh_student()
         seconds = handwritten_kd_epoch(student, self.teacher, self.x_train, self.y_train, self.args.batch_size,
-                                       self.args.lr, self.args.temperature, self.config.seed * 1_000_003)
+                                       self.args.lr, self.args.temperature, self.config.seed)
         self.last_student["handwritten"] = student
         return seconds
 
 
 def handwritten_kd_epoch(student: nn.Module, teacher: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
                          lr: float, temperature: float, seed: int) -> float:
-    """A minimal, correct online-KD epoch in plain PyTorch; returns the seconds of the epoch loop."""
+    """A minimal, correct online-KD epoch in plain PyTorch; returns the seconds of the epoch loop.
+    Its batches are kdistill's (the seeded plan of epoch 0), so that both train alike."""
     optimizer = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=0.0)
     teacher.eval()
     student.train()
     started = time.perf_counter()
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    order = torch.from_numpy(epoch_plan(seed, 0, len(x), None, batch_size).order)
     for start in range(0, len(x), batch_size):
         index = order[start:start + batch_size]
         xb, yb = x[index], y[index]
@@ -219,36 +231,41 @@ def measure(bench: Bench, name: str, meter: CpuMeter, max_other: float, retries:
     return seconds, other, clean
 
 
-def check_train_seconds(bench: Bench) -> str:
-    """Run one KD ``fit`` with the validation ``predict`` wrapped; show that train_seconds ends before it."""
-    calls: list[tuple[float, float]] = []
-    original = trainer.predict
+class TimedPredict:
+    """The torch backend with its ``predict`` (what ``fit`` validates with) time-stamped."""
 
-    def timed_predict(*args, **kwargs):
+    def __init__(self, backend: Backend):
+        self.backend = backend
+        self.calls: list[tuple[float, float]] = []
+
+    def __getattr__(self, name: str):
+        return getattr(self.backend, name)
+
+    def predict(self, *args, **kwargs):
         entered = time.perf_counter()
         try:
-            return original(*args, **kwargs)
+            return self.backend.predict(*args, **kwargs)
         finally:
-            calls.append((entered, time.perf_counter()))
+            self.calls.append((entered, time.perf_counter()))
 
-    student = bench.fresh_student()
-    distiller = bench.kd_distiller(student)
-    trainer.predict = timed_predict
-    try:
-        called = time.perf_counter()
-        history = fit("distilled", distiller, bench.data, bench.config, bench.device)
-        returned = time.perf_counter()
-    finally:
-        trainer.predict = original
+
+def check_epoch_seconds(bench: Bench) -> str:
+    """Run one KD ``fit`` with the validation ``predict`` timed; show that the epoch's seconds end before it."""
+    backend = TimedPredict(BACKEND)
+    distiller = bench.kd_distiller(bench.fresh_student())
+    called = time.perf_counter()
+    seconds = bench.fit("distilled", distiller, backend=backend).epoch_seconds[0]
+    returned = time.perf_counter()
+    calls = backend.calls
     if len(calls) != 1:
-        return f"train_seconds check inconclusive: fit called predict {len(calls)} times, expected 1 (validation)"
+        return f"epoch_seconds check inconclusive: fit called predict {len(calls)} times, expected 1 (validation)"
     val_start, val_end = calls[0]
-    excluded = called + history.train_seconds <= val_start
+    excluded = called + seconds <= val_start
     verdict = "excludes" if excluded else "DOES NOT exclude"
-    return (f"History.train_seconds {verdict} validation: fit() wall {returned - called:.3f} s = "
-            f"train_seconds {history.train_seconds:.3f} s + validation predict {val_end - val_start:.3f} s "
-            f"+ setup/metrics {returned - called - history.train_seconds - (val_end - val_start):.3f} s; "
-            f"the epoch loop ended ≤ {val_start - called - history.train_seconds:.3f} s before validation began.")
+    return (f"History.epoch_seconds {verdict} validation: fit() wall {returned - called:.3f} s = "
+            f"epoch {seconds:.3f} s + validation predict {val_end - val_start:.3f} s "
+            f"+ setup/metrics {returned - called - seconds - (val_end - val_start):.3f} s; "
+            f"the epoch loop ended ≤ {val_start - called - seconds:.3f} s before validation began.")
 
 
 def profile_epoch(bench: Bench, name: str, top: int) -> None:
@@ -300,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
           f"params, {'trained %d epoch(s)' % args.teacher_epochs if args.teacher_epochs else 'untrained'}), "
           f"student mlp {args.student_hidden} ({sum(p.numel() for p in bench.initial_student.parameters()):,} params); "
           f"AdamW lr {args.lr} wd 0, T={args.temperature}")
-    print(check_train_seconds(bench))
+    print(check_epoch_seconds(bench))
 
     names = list(VARIANTS)
     for name in names:  # warm-up round, not measured
