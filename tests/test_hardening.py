@@ -103,18 +103,24 @@ def test_reading_names_the_file_for_io_and_format_errors(tmp_path, raised, needl
     assert str(error.value).startswith(f"data.path: {path}: ") and needle in str(error.value)
 
 
+def tiny_store(path, name: str):
+    """A complete store of 12 samples, 3 classes, in shards of 5."""
+    from kdistill.store import StoreWriter
+
+    ids = np.arange(12)
+    writer = StoreWriter(path, ids=ids, num_classes=3, teacher={"name": name}, dataset_fingerprint="d", shard_size=5)
+    writer.write(ids, np.zeros((12, 3), dtype=np.float32))
+    writer.close()
+    return path
+
+
 def test_store_shard_that_is_not_safetensors_is_named(tmp_path, kdistill):
     import json
 
-    from kdistill.store import StoreWriter
     from kdistill.store.manifest import file_sha256
 
-    ids = np.arange(12)
     for name in ("good", "bad"):
-        writer = StoreWriter(tmp_path / name, ids=ids, num_classes=3, teacher={"name": name},
-                             dataset_fingerprint="d", shard_size=5)
-        writer.write(ids, np.zeros((12, 3), dtype=np.float32))
-        writer.close()
+        tiny_store(tmp_path / name, name)
     shard = tmp_path / "bad" / "shard-00001.safetensors"
     shard.write_bytes(b"not safetensors at all, but a sha256 that matches the manifest")
     manifest = json.loads((tmp_path / "bad" / "manifest.json").read_text())
@@ -263,14 +269,8 @@ def test_store_writer_removes_only_its_own_temporary_files(tmp_path):
 
 
 def test_ensemble_into_one_of_its_members_is_refused(tmp_path, kdistill):
-    from kdistill.store import StoreWriter
-
-    ids = np.arange(12)
     for name in ("a", "b"):
-        writer = StoreWriter(tmp_path / name, ids=ids, num_classes=3, teacher={"name": name},
-                             dataset_fingerprint="d", shard_size=5)
-        writer.write(ids, np.zeros((12, 3), dtype=np.float32))
-        writer.close()
+        tiny_store(tmp_path / name, name)
     before = {path.name: path.read_bytes() for path in (tmp_path / "a").iterdir()}
     refused(kdistill("cache", "--ensemble", tmp_path / "a", tmp_path / "b", "--store", tmp_path / "a", "--overwrite"),
             f"--store: {tmp_path / 'a'} is also a member of --ensemble")

@@ -4,9 +4,9 @@ A shard is serialised in memory, written to ``NAME.tmp``, fsynced and renamed; o
 recorded in ``manifest.partial.json`` (itself replaced atomically). A killed run therefore leaves
 finished shards, possibly a temp file or one renamed-but-unrecorded shard; a new writer with the
 same settings deletes the latter two and reports ``resume_from``. A writer deletes only files of
-the names it writes itself (:data:`OWN_FILE`), and refuses a directory that holds anything else. Shard contents depend only on
-the ids and logits (no timestamps, no metadata), so a resumed store is byte-identical to an
-uninterrupted one.
+the names it writes itself (:data:`OWN_FILE`), and refuses a directory that holds anything else.
+Shard contents depend only on the ids and logits (no timestamps, no metadata), so a resumed store
+is byte-identical to an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ from kdistill.store.manifest import (
     shard_name,
     verify_shard,
 )
-
 
 OWN_FILE = re.compile(r"(manifest\.json|manifest\.partial\.json|shard-\d{5,}\.safetensors)(\.tmp)?")
 """The names of the files a store writer writes: the manifests, the shards and their temporary files."""
