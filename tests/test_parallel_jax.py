@@ -55,5 +55,6 @@ def test_data_parallel_is_refused_for_torch():
     from kdistill.errors import KdistillError
     from kdistill.recipe import load_recipe
 
-    with pytest.raises(KdistillError, match="train.data_parallel: sharding over devices is for backends jax and keras, not .torch."):
+    # torch has no one-process data parallelism: it shards over processes instead
+    with pytest.raises(KdistillError, match="train.data_parallel: 'torch' runs data-parallel as processes: kdistill run --nproc N"):
         load_recipe(None, ["train.data_parallel=true"])

@@ -16,16 +16,19 @@ from test_bad_input import assert_refused
 jax = pytest.importorskip("jax")
 from flax import nnx  # noqa: E402
 
+from kdistill import pipeline as pipeline_module  # noqa: E402
 from kdistill.data import load_task_data  # noqa: E402
-from kdistill.jax import pipeline as pipeline_module  # noqa: E402
-from kdistill.jax import trainer as trainer_module  # noqa: E402
+from kdistill.jax import backend as backend_module  # noqa: E402
+from kdistill.jax import fit  # noqa: E402
+from kdistill.jax.backend import BACKEND, jitted_forward, predict  # noqa: E402
 from kdistill.jax.distiller import Distiller, eval_view  # noqa: E402
 from kdistill.jax.models import load_model  # noqa: E402
-from kdistill.jax.pipeline import JaxPipeline, copied  # noqa: E402
-from kdistill.jax.trainer import fit, jitted_forward, predict  # noqa: E402
+from kdistill.pipeline import Pipeline  # noqa: E402
 from kdistill.recipe import load_recipe, recipe_from_dict  # noqa: E402
 from kdistill.report.metrics import task_metrics  # noqa: E402
 from kdistill.store import StoreReader  # noqa: E402
+from kdistill.teacher import probe_rows  # noqa: E402
+from kdistill.training import checkpoint  # noqa: E402
 
 JAX = "backend=jax"
 
@@ -38,9 +41,14 @@ def same_params(first: dict, second: dict) -> bool:
     return first.keys() == second.keys() and all(np.array_equal(first[name], second[name]) for name in first)
 
 
-def build(*overrides: str) -> JaxPipeline:
+def build(*overrides: str) -> Pipeline:
     recipe = load_recipe(None, [*FAST, JAX, *overrides])
-    return JaxPipeline(recipe, load_task_data(recipe.data, recipe.task))
+    return Pipeline(recipe, load_task_data(recipe.data, recipe.task))
+
+
+def copied(pipeline: Pipeline, model) -> nnx.Module:
+    """An independent copy of ``model`` with its own buffers (training donates the original's)."""
+    return BACKEND.clone(model, pipeline.student_spec, pipeline.data, probe_rows(pipeline.data), pipeline.device)
 
 
 @pytest.fixture(scope="module")
@@ -84,12 +92,12 @@ def test_scratch_twin_trains_from_the_distilled_students_initial_parameters(jax_
     starts, batches = {}, {}
     original_fit, original_call = pipeline_module.fit, Distiller.__call__
 
-    def recording_fit(role, distiller, *args, **kwargs):
-        starts[role] = (params_of(distiller.student), dict(distiller.weights), distiller.teacher)
-        return original_fit(role, distiller, *args, **kwargs)
+    def recording_fit(role, backend, distiller, *args, **kwargs):
+        starts[role] = (params_of(distiller.student), dict(distiller.objective.weights), distiller.teacher)
+        return original_fit(role, backend, distiller, *args, **kwargs)
 
     def recording_call(distiller, trainee, teacher, x, y, teacher_out=None):
-        batches.setdefault(tuple(distiller.weights), set()).add((x.shape[0], y.shape[0]))  # at trace time
+        batches.setdefault(tuple(distiller.objective.weights), set()).add((x.shape[0], y.shape[0]))  # at trace time
         return original_call(distiller, trainee, teacher, x, y, teacher_out)
 
     monkeypatch.setattr(pipeline_module, "fit", recording_fit)
@@ -109,27 +117,31 @@ def test_scratch_twin_trains_from_the_distilled_students_initial_parameters(jax_
 def test_resumed_fit_equals_an_uninterrupted_one_bit_for_bit(tmp_path, monkeypatch):
     recipe = load_recipe(None, [*FAST, JAX, "train.epochs=3", "student.kwargs={hidden: [16], dropout: 0.2}"])
     data = load_task_data(recipe.data, recipe.task)
-    student = JaxPipeline(recipe, data).student  # dropout: its key stream must resume too
+    pipeline = Pipeline(recipe, data)  # dropout: its key stream must resume too
 
     def distiller_from_start():
-        return Distiller(copied(student), recipe.task, {"task": 1.0})
+        return Distiller(copied(pipeline, pipeline.student), recipe.task, {"task": 1.0})
 
     whole = distiller_from_start()
-    whole_history = fit("scratch", whole, data, recipe.train, tmp_path / "whole")
+    whole_history = fit("scratch", whole, data, recipe.train, checkpoint_stem=tmp_path / "whole")
 
-    save = trainer_module.Checkpoint.save
+    save = checkpoint.save
+    broken = tmp_path / "broken" / "scratch"
+    broken.parent.mkdir()
 
-    def save_then_die(self, epoch, state, history):
-        save(self, epoch, state, history)
+    def save_then_die(stem, arrays, epoch, history):
+        save(stem, arrays, epoch, history)
         if epoch == 1:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(trainer_module.Checkpoint, "save", save_then_die)
+    monkeypatch.setattr(checkpoint, "save", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        fit("scratch", distiller_from_start(), data, recipe.train, tmp_path / "broken")
+        fit("scratch", distiller_from_start(), data, recipe.train, checkpoint_stem=broken)
     monkeypatch.undo()
+    assert checkpoint.load(broken, "scratch")[1] == 1  # interrupted after its second of three epochs
+    assert sorted(path.name for path in broken.parent.iterdir()) == ["scratch.ckpt.json", "scratch.ckpt.safetensors"]
     resumed = distiller_from_start()
-    resumed_history = fit("scratch", resumed, data, recipe.train, tmp_path / "broken", resume=True)
+    resumed_history = fit("scratch", resumed, data, recipe.train, checkpoint_stem=broken, resume=True)
 
     assert same_params(params_of(resumed.student), params_of(whole.student))
     assert resumed_history.loss == whole_history.loss and resumed_history.val == whole_history.val
@@ -142,7 +154,8 @@ def test_hint_trains_a_linear_adapter_from_student_to_teacher_width(tmp_path):
     adapter = pipeline.distiller.trainee.adapters["0"].map
     assert adapter.kernel.shape == (32, 256)  # student fc1 (32) → teacher fc2 (256)
     before = np.array(adapter.kernel[...])
-    history = fit("distilled", pipeline.distiller, pipeline.data, pipeline.recipe.train, tmp_path / "distilled")
+    history = fit("distilled", pipeline.distiller, pipeline.data, pipeline.recipe.train,
+                  checkpoint_stem=tmp_path / "distilled")
     assert not np.array_equal(np.array(pipeline.distiller.trainee.adapters["0"].map.kernel[...]), before)
     assert all(set(epoch) == {"total", "task", "kd", "hint"} and all(map(math.isfinite, epoch.values()))
                for epoch in history.loss)
@@ -189,7 +202,7 @@ def test_class_count_mismatch_is_refused_before_any_tracing(tmp_path, kdistill, 
     def no_tracing(*args, **kwargs):
         raise AssertionError("a train step was built")
 
-    monkeypatch.setattr(trainer_module, "make_train_step", no_tracing)
+    monkeypatch.setattr(backend_module, "make_train_step", no_tracing)
     out = tmp_path / "run"
     assert_refused(kdistill("run", "--out", out, *set_args(JAX, "teacher.kwargs={hidden: [16], output_dim: 7}")),
                    out, "teacher: outputs (7,) per sample", "needs (10,)")
@@ -216,7 +229,7 @@ def test_attention_and_conv_hint_on_the_cnn_zoo_model(tmp_path, image_arrays, kd
                      {"student": "conv1", "teacher": "conv1", "loss": "hint"}],
     }
     recipe = recipe_from_dict(raw, FAST)
-    pipeline = JaxPipeline(recipe, load_task_data(recipe.data, recipe.task))
+    pipeline = Pipeline(recipe, load_task_data(recipe.data, recipe.task))
     adapters = pipeline.distiller.trainee.adapters
     assert "0" not in adapters and adapters["1"].map.kernel.shape == (4, 8)  # a 1×1 conv: 4 → 8 channels
 
@@ -225,7 +238,7 @@ def test_attention_and_conv_hint_on_the_cnn_zoo_model(tmp_path, image_arrays, kd
     assert code == 0, err
     models = by_role(read_report(out))
     assert set(models) == {"teacher", "distilled"}
-    losses = trainer_module.Checkpoint(out / "checkpoints" / "distilled", "distilled").history().loss
+    losses = checkpoint.load(out / "checkpoints" / "distilled", "distilled")[2].loss
     assert all(set(epoch) == {"total", "task", "kd", "attention", "hint"} and all(map(math.isfinite, epoch.values()))
                for epoch in losses)
     assert models["teacher"]["metrics"]["accuracy"] > 0.5  # three classes told apart by a bright stripe
@@ -250,9 +263,9 @@ def test_a_pure_function_teacher_distills_exactly_as_its_module(jax_run, tmp_pat
     as_function = partial(jitted_forward, graphdef, state)  # x -> logits, no module
     students = {}
     for name, frozen in (("module", teacher), ("function", as_function)):
-        students[name] = copied(pipeline.scratch)
+        students[name] = copied(pipeline, pipeline.scratch)
         distiller = Distiller(students[name], "classification", pipeline.recipe.weights, {"kd": {"temperature": 1.0}},
-                              teacher=frozen, probe=pipeline.probe)
+                              teacher=frozen, probe=jax.numpy.asarray(probe_rows(pipeline.data)))
         fit("distilled", distiller, pipeline.data, pipeline.recipe.train)
     module, function = params_of(students["module"]), params_of(students["function"])
     assert module.keys() == function.keys()  # the same numbers, up to XLA folding the function's constants

@@ -6,7 +6,6 @@ and the catalogue's kd and hint conformance tests on the Keras JAX and torch bac
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import subprocess
 import sys
@@ -21,16 +20,18 @@ pytest.importorskip("tensorflow")
 if keras.backend.backend() != "tensorflow":  # the pipeline tests run on the default Keras backend
     pytest.skip("the Keras pipeline tests run with KERAS_BACKEND=tensorflow", allow_module_level=True)
 
+from kdistill import pipeline as pipeline_module
 from kdistill.data import load_task_data
-from kdistill.keras import trainer
+from kdistill.keras.backend import predict
 from kdistill.keras.distiller import Distiller
 from kdistill.keras.losses import KD, Hint
-from kdistill.keras.pipeline import KerasPipeline
 from kdistill.keras.zoo import mlp
 from kdistill.losses import reference as R
+from kdistill.pipeline import Pipeline
 from kdistill.recipe import FeaturePair, load_recipe
 from kdistill.report.metrics import task_metrics
 from kdistill.store import StoreWriter
+from kdistill.training import checkpoint
 
 KERAS = "backend=keras"
 
@@ -53,26 +54,36 @@ def test_run_reports_teacher_distilled_and_scratch(tmp_path, kdistill):
     recipe = load_recipe(keras_run / "recipe.yaml")
     data = load_task_data(recipe.data, recipe.task)
     student = keras.models.load_model(keras_run / "student.keras")
-    outputs = trainer.predict(student, data.test.x, 256)
+    outputs = predict(student, data.test.x, 256)
     assert task_metrics("classification", outputs, data.test.y) == models["distilled"]["metrics"]
     assert (keras_run / "curves.png").stat().st_size > 0
 
 
-def test_scratch_twin_starts_from_the_distilled_students_initial_weights(tmp_path):
+def test_scratch_twin_starts_from_the_distilled_students_initial_weights(tmp_path, monkeypatch):
     recipe = load_recipe(None, [*set_args(KERAS)[1::2], "data.transfer={fraction: 0.5}"])
-    pipeline = KerasPipeline(recipe, load_task_data(recipe.data, recipe.task))
+    pipeline = Pipeline(recipe, load_task_data(recipe.data, recipe.task))
     initial = [np.array(w) for w in pipeline.student.get_weights()]
-    assert same_weights(pipeline.initial_student, initial)
     assert same_weights(pipeline.scratch.get_weights(), initial)
-    assert pipeline.scratch is not pipeline.student and pipeline.distiller.distills
+    assert pipeline.scratch is not pipeline.student and pipeline.distiller.objective.distills
+    starts = {}
+    original_fit = pipeline_module.fit
 
+    def recording_fit(role, backend, distiller, *args, **kwargs):  # the weights each fit starts from (copied)
+        student = backend.student(distiller)
+        starts[role] = ([np.array(w) for w in student.get_weights()], dict(distiller.objective.weights),
+                        distiller.teacher)
+        return original_fit(role, backend, distiller, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline_module, "fit", recording_fit)
     results = pipeline.execute(tmp_path, resume=False)
 
     assert [result.role for result in results] == ["teacher", "distilled", "scratch"]
+    assert same_weights(starts["distilled"][0], initial) and same_weights(starts["scratch"][0], initial)
+    assert starts["distilled"][1:] == (pipeline.recipe.weights, pipeline.teacher.model)
+    assert starts["scratch"][1:] == ({"task": 1.0}, None)
     assert not same_weights(pipeline.student.get_weights(), initial)  # the student trained
     assert not same_weights(pipeline.scratch.get_weights(), pipeline.student.get_weights())
-    assert same_weights(pipeline.initial_student, initial)  # the snapshot is not a view of the trained weights
-    parts = {role: set(json.loads(np.load(tmp_path / "checkpoints" / f"{role}.npz")["state"].item())["history"]["loss"][0])
+    parts = {role: set(checkpoint.load(tmp_path / "checkpoints" / role, role)[2].loss[0])
              for role in ("distilled", "scratch")}
     assert parts == {"distilled": {"total", "task", "kd"}, "scratch": {"total", "task"}}  # the twin: task loss only
 
@@ -105,18 +116,21 @@ def test_interrupted_run_resumes_to_the_same_student_bit_for_bit(tmp_path, kdist
     whole, broken = tmp_path / "whole", tmp_path / "broken"
     assert kdistill("run", "--out", whole, *three)[0] == 0
 
-    save = trainer._save_checkpoint
+    save = checkpoint.save
 
-    def interrupt_after_second_distilled_epoch(path, distiller, history, epoch):
-        save(path, distiller, history, epoch)
-        if path.name == "distilled.npz" and epoch == 1:
+    def interrupt_after_second_distilled_epoch(stem, arrays, epoch, history):
+        save(stem, arrays, epoch, history)
+        if stem.name == "distilled" and epoch == 1:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(trainer, "_save_checkpoint", interrupt_after_second_distilled_epoch)
+    monkeypatch.setattr(checkpoint, "save", interrupt_after_second_distilled_epoch)
     with pytest.raises(KeyboardInterrupt):
         kdistill("run", "--out", broken, *three)
     monkeypatch.undo()
     assert not (broken / "student.keras").exists()
+    assert sorted(path.name for path in (broken / "checkpoints").iterdir()) == [
+        "distilled.ckpt.json", "distilled.ckpt.safetensors", "teacher.ckpt.json", "teacher.ckpt.safetensors"]
+    assert checkpoint.load(broken / "checkpoints" / "distilled", "distilled")[1] == 1
 
     code, _, err = kdistill("run", "--out", broken, "--resume", *three)
     assert code == 0, err
@@ -133,7 +147,7 @@ def test_attention_and_conv_hint_on_the_cnn_zoo_model(tmp_path, image_arrays, kd
            "losses={kd: {}, attention: {}, hint: {}}", "weights={task: 0.2, kd: 0.4, attention: 0.2, hint: 0.2}",
            "features=[{student: relu2, teacher: relu2, loss: attention}, {student: conv1, teacher: conv1, loss: hint}]")
     recipe = load_recipe(None, set_args(KERAS, *cnn)[1::2])
-    pipeline = KerasPipeline(recipe, load_task_data(recipe.data, recipe.task))
+    pipeline = Pipeline(recipe, load_task_data(recipe.data, recipe.task))
     attention_adapter, hint_adapter = pipeline.distiller.adapters
     assert attention_adapter is None  # attention compares maps directly
     assert hint_adapter.kernel.shape == (1, 1, 4, 8)  # 1×1 conv: student conv1 (4 channels) → teacher conv1 (8)
@@ -142,7 +156,7 @@ def test_attention_and_conv_hint_on_the_cnn_zoo_model(tmp_path, image_arrays, kd
     code, _, err = kdistill("run", "--out", out, *set_args(KERAS, *cnn))
     assert code == 0, err
     assert set(by_role(read_report(out))) == {"teacher", "distilled", "scratch"}
-    losses = json.loads(np.load(out / "checkpoints" / "distilled.npz")["state"].item())["history"]["loss"]
+    losses = checkpoint.load(out / "checkpoints" / "distilled", "distilled")[2].loss
     assert set(losses[0]) == {"total", "task", "kd", "attention", "hint"}
     assert all(np.isfinite(value) and value >= 0 for epoch in losses for value in epoch.values())
 
@@ -184,7 +198,7 @@ def test_store_with_another_class_count_is_refused(tmp_path, kdistill):
 def test_non_finite_loss_stops_training_with_the_step(tmp_path, kdistill):
     out = tmp_path / "out"
     err = assert_refused(kdistill("run", "--out", out, *set_args(KERAS, "teacher={model: 'keras_factories:nan_in_training'}")),
-                         out, "teacher: loss is not finite at epoch 1, step", "task=nan")
+                         out, "teacher: loss is not finite at epoch 1, step 1 (", "task=nan")
     assert "no checkpoint had been written yet" in err
 
 
@@ -215,7 +229,7 @@ def test_distiller_is_an_ordinary_keras_model(digits):
     assert distiller.adapters[0].kernel.shape == (8, 64)  # student fc1 (8) → teacher fc1 (64), trained with it
     assert len(distiller.trainable_variables) == len(student.trainable_variables) + 2
     loss, accuracy = distiller.evaluate(digits.test.x, digits.test.y, verbose=0)
-    logits = trainer.predict(student, digits.test.x, 256)
+    logits = predict(student, digits.test.x, 256)
     assert accuracy == pytest.approx(task_metrics("classification", logits, digits.test.y)["accuracy"], abs=1e-6)
     assert loss == pytest.approx(R.task(logits, digits.test.y, "classification"), rel=1e-4)
 
