@@ -22,11 +22,11 @@ SCRIPT = """
 import json, sys
 import keras, numpy as np
 from kdistill.cli import main
-from kdistill.keras import parallel, trainer
+from kdistill.keras import backend, parallel
 
 out, settings = sys.argv[1], sys.argv[2:]
 placements, rows = [], {}
-predict, shard_rows = trainer.predict, parallel.RowParallel.shard_rows
+predict, shard_rows = backend.predict, parallel.RowParallel.shard_rows
 
 def spy_predict(model, x, batch_size):  # the validation metric, at the end of every training epoch
     if keras.distribution.distribution() is not None:
@@ -36,10 +36,11 @@ def spy_predict(model, x, batch_size):  # the validation metric, at the end of e
 
 def spy_shard_rows(self, tensor):  # while the train step is traced, once per batch shape
     sharded = shard_rows(self, tensor)
-    rows[tensor.shape[0]] = sharded is not tensor
+    if tensor is not None:  # train_on_batch's batch is (x, y, sample_weight=None)
+        rows[tensor.shape[0]] = sharded is not tensor
     return sharded
 
-trainer.predict, parallel.RowParallel.shard_rows = spy_predict, spy_shard_rows
+backend.predict, parallel.RowParallel.shard_rows = spy_predict, spy_shard_rows  # BACKEND.predict calls predict
 assert main(["run", "--out", out + "/one", *settings]) == 0
 assert not placements and not rows
 assert main(["run", "--out", out + "/two", *settings, "--set", "train.data_parallel=true"]) == 0
@@ -78,11 +79,12 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 import json, sys
 import keras, numpy as np
 from kdistill.cli import main
-from kdistill.keras import distiller, parallel, trainer
+from kdistill.keras import distiller, parallel
+from kdistill.training import checkpoint
 
 out, settings = sys.argv[1], sys.argv[2:]
 replicas, parts, losses = [], {}, {}
-gather_rows, replica_batches, epoch_end = distiller.gather_rows, parallel.replica_batches, trainer._RunCallback.on_epoch_end
+gather_rows, replica_batches, save = distiller.gather_rows, parallel.replica_batches, checkpoint.save
 
 def spy_gather_rows(labeled, tensors):  # traced once per replica in each step function
     context = tf.distribute.get_replica_context()
@@ -97,12 +99,11 @@ def spy_replica_batches(make_batches, count):  # (rows, labeled rows) of every p
             yield x, y
     return spied
 
-def spy_epoch_end(self, epoch, logs=None):
-    epoch_end(self, epoch, logs)
-    losses.setdefault(self.role, []).append(self.history.loss[-1]["total"])
+def spy_save(stem, arrays, epoch, history):  # after every epoch of every role: its mean training loss
+    save(stem, arrays, epoch, history)
+    losses.setdefault(stem.name, []).append(history.loss[-1]["total"])
 
-distiller.gather_rows, parallel.replica_batches = spy_gather_rows, spy_replica_batches
-trainer._RunCallback.on_epoch_end = spy_epoch_end
+distiller.gather_rows, parallel.replica_batches, checkpoint.save = spy_gather_rows, spy_replica_batches, spy_save
 assert main(["run", "--out", out + "/one", *settings]) == 0
 assert not replicas and not parts
 one_losses, losses = losses, {}
