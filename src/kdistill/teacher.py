@@ -16,10 +16,9 @@ from kdistill.errors import KdistillError
 from kdistill.objective import Objective
 from kdistill.ranks import is_main_process
 from kdistill.recipe import Recipe
+from kdistill.store.cache import Predict
 from kdistill.training import History
 from kdistill.training.loop import fit
-
-Predict = Any  # Callable[[np.ndarray], np.ndarray]
 
 
 def probe_rows(data: TaskData) -> np.ndarray:
