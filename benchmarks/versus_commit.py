@@ -37,9 +37,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("commit", help="the earlier commit, e.g. bb43775")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("frameworks_args", nargs=argparse.REMAINDER, help="after --: frameworks.py's arguments")
-    args = parser.parse_args()
-    arguments = [arg for arg in args.frameworks_args if arg != "--"]
+    own, arguments = (sys.argv[1:sys.argv.index("--")], sys.argv[sys.argv.index("--") + 1:]) if "--" in sys.argv \
+        else (sys.argv[1:], [])
+    args = parser.parse_args(own)  # after --: frameworks.py's own arguments
     work = Path(tempfile.mkdtemp(prefix="kdistill-versus-"))
     earlier = work / "earlier"
     subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(earlier), args.commit], check=True,
