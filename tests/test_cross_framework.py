@@ -117,11 +117,20 @@ def test_augmentation_with_a_cached_foreign_teacher_is_refused():
         load_recipe("fashion_mnist_mlp", ["data.augment={shift: 2}", "teacher.backend=jax"])
 
 
-@pytest.mark.parametrize("backend, teacher", [("jax", "torch"), ("keras", "jax"), ("torch", "torch"), ("torch", None)])
-def test_online_is_for_a_foreign_teacher_of_a_torch_student(backend, teacher):
+@pytest.mark.parametrize("backend, teacher", [("torch", "torch"), ("torch", None)])
+def test_online_is_for_a_foreign_teacher(backend, teacher):
     with pytest.raises(KdistillError, match="teacher.online: runs a teacher of another framework"):
         load_recipe(None, [f"backend={backend}", f"teacher.backend={'null' if teacher is None else teacher}",
                            "teacher.online=true"])
+
+
+@pytest.mark.parametrize("backend, teacher", [("jax", "torch"), ("keras", "jax")])
+def test_online_foreign_teachers_are_for_a_torch_student(backend, teacher):
+    # the registry's capability: only torch hosts a teacher of another framework on the fly
+    with pytest.raises(KdistillError) as refused:
+        load_recipe(None, [f"backend={backend}", f"teacher.backend={teacher}", "teacher.online=true"])
+    assert "teacher.online: a foreign teacher on the fly" in str(refused.value)
+    assert f"backend(s) torch, not {backend!r}" in str(refused.value)
 
 
 @pytest.mark.parametrize("student, teacher, field", [("torch", "jax", "teacher"), ("keras", "torch", "student")])
@@ -135,21 +144,21 @@ def test_both_frameworks_check_their_model_before_anything_is_written(tmp_path, 
 
 def test_a_foreign_run_resumes_with_its_cached_store_and_kdistill_cache_runs_the_teacher_in_its_framework(
         tmp_path, monkeypatch):
+    from kdistill.pipeline import Pipeline
     from kdistill.store import MANIFEST, StoreReader
-    from kdistill.torch.pipeline import TorchPipeline
 
     args = set_args("backend=torch", "teacher.backend=jax", "compare.scratch=false")
-    execute = TorchPipeline.execute
+    execute = Pipeline.execute
 
     def interrupted(*_args, **_kwargs):
         raise KdistillError("the student's training was interrupted")
 
-    monkeypatch.setattr(TorchPipeline, "execute", interrupted)
+    monkeypatch.setattr(Pipeline, "execute", interrupted)
     assert main(["run", *args, "--out", str(tmp_path / "run")]) == 2  # after the teacher was cached
     store_manifest = tmp_path / "run" / STORE_DIR / MANIFEST
     assert store_manifest.exists() and (tmp_path / "run" / "INCOMPLETE").exists()
     cached_at = store_manifest.stat().st_mtime_ns
-    monkeypatch.setattr(TorchPipeline, "execute", execute)
+    monkeypatch.setattr(Pipeline, "execute", execute)
     assert main(["run", *args, "--out", str(tmp_path / "run"), "--resume"]) == 0
     assert store_manifest.stat().st_mtime_ns == cached_at  # the finished store is kept, not cached again
     assert main(["run", *args, "--out", str(tmp_path / "straight")]) == 0
@@ -174,15 +183,15 @@ def test_nproc_with_a_foreign_teacher_is_refused_before_launch(tmp_path, capsys)
 
 def test_a_fresh_start_in_an_interrupted_runs_directory_caches_its_own_teacher(tmp_path, monkeypatch):
     from kdistill.cross_framework import CachedForeignTeacher
+    from kdistill.pipeline import Pipeline
     from kdistill.store import StoreReader
     from kdistill.store.manifest import file_sha256
-    from kdistill.torch.pipeline import TorchPipeline
 
     def interrupted(*_args, **_kwargs):
         raise KdistillError("interrupted")
 
     out = tmp_path / "run"
-    monkeypatch.setattr(TorchPipeline, "execute", interrupted)  # run A: its teacher cached, then interrupted
+    monkeypatch.setattr(Pipeline, "execute", interrupted)  # run A: its teacher cached, then interrupted
     assert main(["run", *set_args("teacher.backend=jax", "teacher.train.epochs=1"), "--out", str(out)]) == 2
     assert (out / STORE_DIR).exists()
     monkeypatch.undo()
@@ -190,17 +199,18 @@ def test_a_fresh_start_in_an_interrupted_runs_directory_caches_its_own_teacher(t
     monkeypatch.setattr(CachedForeignTeacher, "cache", interrupted)  # run B, afresh: interrupted before caching
     args = set_args("teacher.backend=jax", "teacher.train.epochs=2")
     assert main(["run", *args, "--out", str(out)]) == 2
-    assert not (out / STORE_DIR).exists() and not (out / "checkpoints").exists()  # nothing of A's is left to reuse
+    # nothing of A's is left to reuse: no store, no checkpoint
+    assert not (out / STORE_DIR).exists() and not list((out / "checkpoints").glob("*"))
     monkeypatch.setattr(CachedForeignTeacher, "cache", cache)
     assert main(["run", *args, "--out", str(out), "--resume"]) == 0
     assert StoreReader(out / STORE_DIR).manifest.teacher["sha256"] == file_sha256(out / "teacher.safetensors")
 
 
 def test_a_foreign_teacher_trains_on_one_device_and_a_missing_framework_names_teacher_backend():
-    from kdistill.backend_common import import_backend
+    from kdistill.backends import import_module
 
     recipe = load_recipe(None, ["backend=jax", "train.data_parallel=true", "teacher.backend=keras"])
     assert recipe.train.data_parallel and not recipe.in_teacher_framework().train.data_parallel
     assert recipe.in_teacher_framework().backend == "keras"
     with pytest.raises(KdistillError, match="^teacher.backend: 'jax' needs kdistill.jax.no_such_module"):
-        import_backend("jax", "no_such_module", field="teacher.backend")
+        import_module("jax", "no_such_module", field="teacher.backend")
