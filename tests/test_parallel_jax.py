@@ -56,5 +56,5 @@ def test_data_parallel_is_refused_for_torch():
     from kdistill.recipe import load_recipe
 
     # torch has no one-process data parallelism: it shards over processes instead
-    with pytest.raises(KdistillError, match="train.data_parallel: 'torch' runs data-parallel as processes: kdistill run --nproc N"):
+    with pytest.raises(KdistillError, match=r"train.data_parallel: 'torch' runs data-parallel as processes \(kdistill run --nproc N\); sharding over one process's devices is for backend\(s\) keras, jax"):
         load_recipe(None, ["train.data_parallel=true"])

@@ -29,6 +29,7 @@ def files(stem: Path) -> tuple[Path, Path]:
 def save(stem: Path, arrays: dict[str, np.ndarray], epoch: int, history: History) -> None:
     """Write the state after ``epoch`` (0-based) and the history so far."""
     tensors, sidecar = files(stem)
+    tensors.parent.mkdir(parents=True, exist_ok=True)
     tmp = tensors.with_name(tensors.name + ".tmp")
     save_file({name: np.asarray(array, order="C") for name, array in arrays.items()}, str(tmp),
               metadata={"format": FORMAT})
