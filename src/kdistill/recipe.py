@@ -298,8 +298,9 @@ class Recipe(StrictModel):
             refuse("features", backends.FEATURES, self.backend, "feature distillation")
         if self.train.data_parallel:
             if backends.supports(self.backend, backends.NPROC) and not backends.supports(self.backend, backends.DATA_PARALLEL):
-                raise ValueError(f"train.data_parallel: {self.backend!r} runs data-parallel as processes: "
-                                 "kdistill run --nproc N")
+                able = ", ".join(backends.with_capability(backends.DATA_PARALLEL))
+                raise ValueError(f"train.data_parallel: {self.backend!r} runs data-parallel as processes "
+                                 f"(kdistill run --nproc N); sharding over one process's devices is for backend(s) {able}")
             refuse("train.data_parallel", backends.DATA_PARALLEL, self.backend, "sharding over the devices of one process")
         if self.teacher.online:
             if not self.foreign_teacher:
