@@ -286,9 +286,10 @@ def short_run(tmp_path_factory) -> Path:
 
 
 def interrupted_copy(short_run: Path, out: Path) -> Path:
-    """The finished run as an interrupted one: its report removed."""
+    """The finished run as an interrupted one: its report removed, its INCOMPLETE marker back."""
     shutil.copytree(short_run, out)
     (out / "report.json").unlink()
+    (out / "INCOMPLETE").write_text("kdistill run in progress (or interrupted); report.json is written last\n")
     return out
 
 

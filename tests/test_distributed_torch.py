@@ -72,7 +72,8 @@ def test_cache_on_two_processes_survives_a_crash_and_equals_one_process_byte_for
     data = load_task_data(recipe.data, recipe.task)
     teacher_file = save_model(build_model(recipe.teacher, data, "teacher")[0].eval(),
                               build_model(recipe.teacher, data, "teacher")[1], tmp_path / "teacher")
-    cache = ("--shard-size", 200, "--batch-size", 100, "--set", f"teacher.path={teacher_file}")
+    cache = ("--shard-size", 200, "--batch-size", 100, "--set", f"teacher.path={teacher_file}",
+             "--set", "teacher.model=kd_factories:crash_on_rank")  # the recipe trusts the sidecar's import path
     assert kdistill("cache", "--store", tmp_path / "one", *cache)[0] == 0
 
     monkeypatch.setenv("KDISTILL_TEST_CRASH_RANK", "1")  # rank 1 dies in its 4th batch, after its first shard

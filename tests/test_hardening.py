@@ -9,6 +9,8 @@ import os
 import numpy as np
 import pytest
 
+from conftest import TESTS, requires_torch, set_args
+
 from kdistill.errors import KdistillError, reading
 
 
@@ -275,3 +277,261 @@ def test_ensemble_into_one_of_its_members_is_refused(tmp_path, kdistill):
     refused(kdistill("cache", "--ensemble", tmp_path / "a", tmp_path / "b", "--store", tmp_path / "a", "--overwrite"),
             f"--store: {tmp_path / 'a'} is also a member of --ensemble")
     assert {path.name: path.read_bytes() for path in (tmp_path / "a").iterdir()} == before
+
+
+# --- kdistill run --out: never deletes or mixes with a file kdistill did not write --------------
+
+
+def tree(directory) -> dict[str, bytes]:
+    """Every file under ``directory`` by relative path, with its bytes."""
+    return {str(path.relative_to(directory)): path.read_bytes() for path in sorted(directory.rglob("*")) if path.is_file()}
+
+
+@requires_torch
+@pytest.mark.parametrize("planted", ["notes.txt", "checkpoints/my-notes.txt", "teacher-store/table.csv"])
+def test_run_into_a_directory_with_a_users_file_refuses_and_keeps_every_file(default_run, tmp_path, kdistill, planted):
+    """A previous run's directory (finished, replaced with --overwrite) holding one file no run writes:
+    refused by name before anything is written or deleted; a new directory holding one is refused too."""
+    import shutil
+
+    for out, overwrite in ((tmp_path / "previous", ["--overwrite"]), (tmp_path / "mine", [])):
+        if overwrite:
+            shutil.copytree(default_run, out)
+        (out / planted).parent.mkdir(parents=True, exist_ok=True)
+        (out / planted).write_text("the user's own file")
+        before = tree(out)
+        refused(kdistill("run", "--out", out, *overwrite, *set_args()),
+                f"--out {str(out)!r} holds 1 file kdistill did not write (e.g. {planted!r})", "give another --out")
+        assert tree(out) == before
+
+
+# --- one writer per output directory --------------------------------------------------------------
+
+
+@requires_torch
+def test_two_runs_into_one_directory_one_wins_the_other_is_refused_at_once(tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    runs = [subprocess.Popen([sys.executable, "-m", "kdistill", "run", "--out", str(out),
+                              *set_args("train.epochs=4", f"train.seed={seed}")],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for seed in (1, 2)]
+    results = [(run.pid, seed, *run.communicate(timeout=600), run.returncode) for run, seed in zip(runs, (1, 2))]
+    codes = sorted(code for *_, code in results)
+    assert codes == [0, 2], results
+    (winner, seed, _, _, _), = [result for result in results if result[-1] == 0]
+    _, _, _, err, _ = next(result for result in results if result[-1] == 2)
+    assert err.startswith("kdistill: error: ") and "Traceback" not in err
+    assert (f"--out {out}: another kdistill run is writing it (lock {out / '.kdistill.lock'} held by pid {winner}); "
+            "wait for it or pick another directory") in err
+    assert (out / "report.json").exists() and not (out / "INCOMPLETE").exists()
+    assert not (out / ".kdistill.lock").exists()
+    assert yaml.safe_load((out / "recipe.yaml").read_text())["train"]["seed"] == seed  # the winner's, not a mix
+
+
+def test_cache_into_a_store_another_process_writes_is_refused(tmp_path, kdistill, default_predictions):
+    from kdistill.lock import exclusive
+
+    ids, logits = default_predictions
+    np.savez(tmp_path / "mystery.npz", predictions=logits, ids=ids)
+    store = tmp_path / "store"
+    with exclusive(store, "--store", "kdistill cache"):  # as another cache process would hold it
+        refused(kdistill("cache", "--from-predictions", tmp_path / "mystery.npz", "--store", store),
+                f"--store {store}: another kdistill cache is writing it (lock {store / '.kdistill.lock'} held by "
+                f"pid {os.getpid()}); wait for it or pick another directory")
+        assert [path.name for path in store.iterdir()] == [".kdistill.lock"]
+    assert not store.exists()  # the lock's directory, empty, went with it
+    assert kdistill("cache", "--from-predictions", tmp_path / "mystery.npz", "--store", store)[0] == 0
+    assert (store / "manifest.json").exists() and not (store / ".kdistill.lock").exists()
+
+
+# --- model files that name code, or are not what they claim to be -------------------------------
+
+
+class TouchOnUnpickle:
+    """A pickle payload: unpickling it creates ``marker`` (what a malicious model file could run)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        from pathlib import Path
+
+        return (Path.touch, (self.marker,))
+
+
+def saved_model(stem, backend: str = "torch"):
+    """A small digits-shaped MLP of ``backend``'s zoo saved at ``stem``; returns the weights file."""
+    kwargs = {"input_shape": [64], "output_dim": 10, "hidden": [8]}
+    if backend == "torch":
+        from kdistill.torch.models import FORMAT, save_model
+        from kdistill.torch.zoo import ZOO
+    else:
+        from kdistill.jax.models import FORMAT, save_model
+        from kdistill.jax.zoo import ZOO
+    return save_model(ZOO["mlp"](**kwargs), {"format": FORMAT, "model": "mlp", "kwargs": kwargs}, stem)
+
+
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+def test_a_sidecar_naming_code_the_recipe_does_not_name_is_refused_unimported(tmp_path, kdistill, backend):
+    import json
+
+    pytest.importorskip("torch" if backend == "torch" else "flax")
+    marker = tmp_path / "ran"
+    weights = saved_model(tmp_path / "teacher", backend)
+    sidecar = weights.with_suffix(".json")
+    spec = json.loads(sidecar.read_text()) | {"model": "os:system", "kwargs": {"command": f"touch {marker}"}}
+    sidecar.write_text(json.dumps(spec))
+    out = tmp_path / "out"
+    refused(kdistill("run", "--out", out, *set_args(f"backend={backend}", f"teacher.path={weights}")),
+            f"teacher.path: {str(sidecar)!r} names the factory 'os:system', which is not a {backend} zoo model",
+            "set teacher.model: 'os:system' beside teacher.path")
+    assert not marker.exists() and not out.exists()
+
+
+@requires_torch
+def test_a_sidecar_may_name_the_import_path_its_recipe_section_names(tmp_path):
+    from kd_factories import extra_classes
+
+    from kdistill.torch.models import FORMAT, load_model, save_model
+
+    kwargs = {"input_shape": [64], "output_dim": 10, "extra": 0}
+    weights = save_model(extra_classes(**kwargs), {"format": FORMAT, "model": "kd_factories:extra_classes",
+                                                   "kwargs": kwargs}, tmp_path / "teacher")
+    with pytest.raises(KdistillError, match="names the factory 'kd_factories:extra_classes'"):
+        load_model(weights, "teacher")
+    assert load_model(weights, "teacher", factories=["kd_factories:extra_classes"]) is not None
+
+
+@requires_torch
+def test_a_pickled_teacher_is_not_unpickled_without_trust(tmp_path, kdistill):
+    import torch
+
+    marker = tmp_path / "unpickled"
+    planted = tmp_path / "teacher.pt"
+    torch.save(TouchOnUnpickle(marker), planted)
+    out = tmp_path / "out"
+    refused(kdistill("run", "--out", out, *set_args(f"teacher.path={planted}")),
+            f"teacher.path: {str(planted)!r} is a pickled .pt file", "set teacher.trust_pickle: true",
+            "(or pass --trust-pickle)", f"kdistill convert {planted} --out NAME")
+    refused(kdistill("convert", planted, "--out", tmp_path / "converted", "--model", "mlp"),
+            "convert: unpickling", "pass --trust-pickle")
+    assert not marker.exists() and not out.exists()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["teacher.pt"]
+
+
+@requires_torch
+def test_convert_turns_a_trusted_pickle_into_files_loaded_without_unpickling(tmp_path, kdistill):
+    import torch
+
+    from kdistill.torch.models import load_model
+    from kdistill.torch.zoo import mlp
+
+    torch.manual_seed(0)
+    module = mlp([64], 10, hidden=[8]).eval()
+    torch.save(module, tmp_path / "teacher.pt")
+    code, out, err = kdistill("convert", tmp_path / "teacher.pt", "--out", tmp_path / "teacher", "--model", "mlp",
+                              "--kwargs", "{input_shape: [64], output_dim: 10, hidden: [8]}", "--trust-pickle")
+    assert code == 0, err
+    converted = load_model(tmp_path / "teacher.safetensors").eval()
+    x = torch.randn(5, 64)
+    assert torch.equal(converted(x), module(x))
+    refused(kdistill("convert", tmp_path / "teacher.pt", "--out", tmp_path / "teacher", "--model", "mlp",
+                     "--kwargs", "{input_shape: [64], output_dim: 10, hidden: [8]}", "--trust-pickle"),
+            f"--out: {tmp_path / 'teacher.safetensors'} exists")
+    refused(kdistill("convert", tmp_path / "teacher.pt", "--out", tmp_path / "other", "--model", "mlp",
+                     "--kwargs", "{input_shape: [64], output_dim: 10, hidden: [9]}", "--trust-pickle"),
+            "--model: mlp with --kwargs", "does not fit the weights in")
+    assert not (tmp_path / "other.safetensors").exists()
+
+
+@requires_torch
+@pytest.mark.parametrize("problem", ["text_as_safetensors", "truncated_safetensors", "sidecar_not_json"])
+def test_a_model_file_that_is_not_what_it_claims_is_named(tmp_path, kdistill, problem):
+    weights = saved_model(tmp_path / "teacher")
+    if problem == "text_as_safetensors":
+        weights.write_text("these are my notes, renamed\n")
+        needle = f"teacher.path: {weights}: not a safetensors weights file ("
+    elif problem == "truncated_safetensors":
+        weights.write_bytes(weights.read_bytes()[:-40])
+        needle = f"teacher.path: {weights}: not a safetensors weights file ("
+    else:
+        weights.with_suffix(".json").write_text("format: kdistill.torch/1\n")
+        needle = f"teacher.path: {weights.with_suffix('.json')}: not a kdistill model sidecar (JSON) ("
+    out = tmp_path / "out"
+    refused(kdistill("run", "--out", out, *set_args(f"teacher.path={weights}")), needle)
+    assert not out.exists()
+
+
+@requires_torch
+def test_a_factory_that_raises_is_named_with_its_field(tmp_path, kdistill, monkeypatch):
+    (tmp_path / "raising_factories.py").write_text(
+        "def boom(input_shape, output_dim):\n    raise ValueError('needs a GPU with 80 GB')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "out"
+    refused(kdistill("run", "--out", out, *set_args("student={model: 'raising_factories:boom'}")),
+            "student.model: the factory raising_factories:boom raised ValueError: needs a GPU with 80 GB")
+    assert not out.exists()
+
+
+# --- output paths that cannot be written, and a disk that fills up ---------------------------------
+
+
+def mounted(*options: str, target) -> bool:
+    """``mount OPTIONS... TARGET``; False where this process may not mount."""
+    import subprocess
+
+    try:
+        return subprocess.run(["mount", *options, str(target)], capture_output=True).returncode == 0
+    except OSError:
+        return False
+
+
+def unmount(target) -> None:
+    import subprocess
+
+    subprocess.run(["umount", "-l", str(target)], capture_output=True)
+
+
+@requires_torch
+def test_an_out_that_cannot_be_created_or_written_is_refused_before_training(tmp_path, kdistill):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("mine")
+    out = blocker / "run"
+    refused(kdistill("run", "--out", out, *set_args()),
+            f"--out {str(out)!r} cannot be created: {str(blocker)!r} is a file, not a directory")
+    assert blocker.read_text() == "mine"
+
+    readonly = tmp_path / "readonly"
+    readonly.mkdir()
+    if not mounted("--bind", readonly, target=readonly):
+        pytest.skip("mounting is not permitted here: the read-only directory is not tested")
+    try:
+        if not mounted("-o", "remount,bind,ro", target=readonly):
+            pytest.skip("a read-only remount is not permitted here")
+        refused(kdistill("run", "--out", readonly / "run", *set_args()),
+                f"--out {str(readonly / 'run')!r} cannot be written: {str(readonly)!r} is on a read-only file system")
+    finally:
+        unmount(readonly)
+    assert list(readonly.iterdir()) == []
+
+
+@requires_torch
+def test_a_full_disk_is_named_by_file_and_leaves_the_run_incomplete(tmp_path, kdistill):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if not mounted("-t", "tmpfs", "-o", "size=64k", "tmpfs", target=disk):
+        pytest.skip("mounting a tmpfs is not permitted here: the full disk is not tested")
+    try:
+        out = disk / "run"
+        err = refused(kdistill("run", "--out", out, *set_args()), "cannot write this file (No space left on device)",
+                      f"{out / 'INCOMPLETE'} holds this error", f"--out {out} --resume")
+        assert err.startswith(f"kdistill: error: {out / 'checkpoints'}/teacher.ckpt.safetensors: "), err
+        assert "No space left on device" in (out / "INCOMPLETE").read_text()
+        assert not (out / "report.json").exists() and not (out / ".kdistill.lock").exists()
+    finally:
+        unmount(disk)

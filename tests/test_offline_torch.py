@@ -107,7 +107,8 @@ def test_cache_killed_by_sigkill_resumes_to_the_same_bytes(tmp_path, kdistill):
     torch.manual_seed(0)
     teacher_file = tmp_path / "slow.pt"
     torch.save(SlowTeacher(64, 10, seconds=0.05), teacher_file)
-    args = ["cache", "--shard-size", "200", "--batch-size", "50", *set_args(f"teacher.path={teacher_file}")]
+    args = ["cache", "--shard-size", "200", "--batch-size", "50", "--trust-pickle",
+            *set_args(f"teacher.path={teacher_file}")]
     killed = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
     process = subprocess.Popen([sys.executable, "-m", "kdistill", *args, "--store", str(killed)], env=env,

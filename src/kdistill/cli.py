@@ -1,13 +1,16 @@
-"""Command line: ``kdistill run | compare | cache | validate | recipes``. User errors print one clear message and exit 2."""
+"""Command line: ``kdistill run | compare | cache | convert | validate | recipes``. User errors print one clear message and exit 2."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
 from kdistill.backends import NAMES as BACKENDS
-from kdistill.errors import KdistillError
+from kdistill.errors import KdistillError, reading
+from kdistill.lock import exclusive
+from kdistill.ranks import is_main_process
 from kdistill.recipe import Recipe, builtin_recipes, load_recipe
 
 
@@ -53,6 +56,17 @@ def _parser() -> argparse.ArgumentParser:
     for verb in (run, cache):
         verb.add_argument("--nproc", type=int, default=None, metavar="N",
                           help="data-parallel on N processes of this machine (torchrun; backend torch)")
+        verb.add_argument("--trust-pickle", action="store_true", help="load a pickled torch .pt teacher.path or "
+                          "student.path (unpickling runs the code it holds; same as --set teacher.trust_pickle=true)")
+    convert = verbs.add_parser("convert", help="turn a trusted pickled torch model (.pt) into NAME.safetensors + "
+                               "NAME.json, which kdistill loads without running code from the file")
+    convert.add_argument("file", help="the pickled .pt file: a whole torch.nn.Module or its state dict")
+    convert.add_argument("--out", required=True, metavar="NAME", help="write NAME.safetensors and NAME.json")
+    convert.add_argument("--model", required=True, help="the factory that builds the module: a zoo name "
+                         "(mlp, cnn, user_item) or pkg.module:factory")
+    convert.add_argument("--kwargs", default="{}", help="the factory's keyword arguments, a YAML mapping, "
+                         "e.g. '{input_shape: [64], output_dim: 10, hidden: [256]}'")
+    convert.add_argument("--trust-pickle", action="store_true", help="required: unpickling runs the code the file holds")
     verbs.add_parser("recipes", help="list the built-in recipes")
     return parser
 
@@ -64,7 +78,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.verb == "recipes":
             print("\n".join(builtin_recipes()))
             return 0
+        if args.verb == "convert":
+            return _convert(args)
         recipe = load_recipe(args.recipe, args.overrides)
+        if getattr(args, "trust_pickle", False):
+            recipe = recipe.model_copy(update={role: getattr(recipe, role).model_copy(update={"trust_pickle": True})
+                                               for role in ("teacher", "student")})
         if args.verb == "validate":
             print(recipe.to_yaml(), end="")
             return 0
@@ -137,7 +156,12 @@ def _launch(recipe: Recipe, args: argparse.Namespace, argv: list[str]) -> int:
         argv = [*_without(argv, "--out"), "--out", str(directory)]
         again = f"the same command plus --out {directory} --resume"
     else:
+        from kdistill.store.writer import check_store_dir
+
         directory, again = Path(args.store), "the same command: finished shards are kept"
+        check_store_dir(directory)
+    with exclusive(directory, "--store" if args.verb == "cache" else "--out", f"kdistill {args.verb}"):
+        pass  # refused at once while another process writes it; its rank 0 holds the lock while the job writes
     code = launch(args.nproc, argv)
     if code != 0:
         raise KdistillError(f"--nproc {args.nproc}: a process of the job failed (exit code {code}; its error is "
@@ -153,6 +177,15 @@ def _cache(recipe: Recipe, args: argparse.Namespace) -> int:
     if args.views is not None and (args.ensemble or args.from_predictions):
         raise KdistillError("--views: views are cached by running the teacher (teacher.path), not with "
                             "--ensemble or --from-predictions")
+    from kdistill.store.writer import check_store_dir
+
+    store = Path(args.store)
+    check_store_dir(store)  # before the lock creates it
+    with exclusive(store, "--store", "kdistill cache") if is_main_process() else contextlib.nullcontext():
+        return _cache_into(recipe, args)
+
+
+def _cache_into(recipe: Recipe, args: argparse.Namespace) -> int:
     options = {"dtype": args.dtype, "k": args.top_k, "shard_size": args.shard_size, "overwrite": args.overwrite}
     if args.ensemble:  # combines stores: needs no data
         from kdistill.store.ensemble import ensemble_stores
@@ -178,6 +211,36 @@ def _cache(recipe: Recipe, args: argparse.Namespace) -> int:
         backends.import_module(recipe.backend, "cache").cache_teacher(recipe, data, Path(args.store), **options)
     else:
         cache_teacher(recipe, data, Path(args.store), backends.load(recipe.backend), **options)
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    """``kdistill convert FILE.pt --out NAME --model FACTORY [--kwargs YAML] --trust-pickle``."""
+    import json
+
+    import yaml
+
+    if not args.trust_pickle:
+        raise KdistillError(f"convert: unpickling {args.file} runs whatever code it holds; pass --trust-pickle if you "
+                            "trust the file (kdistill opens it only then)")
+    with reading("--kwargs", "a YAML mapping"):
+        kwargs = yaml.safe_load(args.kwargs)
+    kwargs = {} if kwargs is None else kwargs
+    try:
+        json.dumps(kwargs)
+    except (TypeError, ValueError):
+        kwargs = None
+    if not isinstance(kwargs, dict):
+        raise KdistillError(f"--kwargs: {args.kwargs!r} is not a mapping of plain values, e.g. "
+                            "'{input_shape: [64], output_dim: 10}'")
+    from kdistill import backends
+
+    stem = Path(args.out)
+    stem = stem.with_suffix("") if stem.suffix in (".safetensors", ".json") else stem
+    weights = backends.import_module("torch", "models").convert_pickle(Path(args.file), stem, args.model, kwargs)
+    trust = f", with teacher.model: '{args.model}' beside it (a sidecar's import path runs only when the recipe " \
+            "names it)" if ":" in args.model else ""
+    print(f"wrote {weights} and {weights.with_suffix('.json')}: give {weights} as teacher.path or student.path{trust}")
     return 0
 
 

@@ -4,6 +4,7 @@ the one place that turns the errors of reading a user's file into it (:func:`rea
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -41,6 +42,8 @@ def _format_errors() -> tuple[type[BaseException], ...]:
 
 def _explain(error: BaseException) -> str:
     text = (error.strerror if isinstance(error, OSError) and error.strerror else str(error)).strip()
+    system = re.search(r"I/O error: (.+?) \(os error \d+\)", text)  # safetensors' wording of an OSError
+    text = system.group(1) if system else text
     text = text or type(error).__name__
     return text if len(text) <= 200 else text[:200] + "…"
 
@@ -69,16 +72,24 @@ def reading(path: str | os.PathLike, what: str, *, field: str | None = None, hin
         raise KdistillError(f"{prefix}{path}: not {what} ({_explain(error)}){tail}") from None
 
 
+def _write_errors() -> tuple[type[BaseException], ...]:
+    """What a failed write raises: an OSError, or safetensors' own error for one (its writer
+    reports a full disk as ``SafetensorError: Error while serializing: I/O error: ...``)."""
+    from safetensors import SafetensorError
+
+    return OSError, SafetensorError
+
+
 @contextmanager
 def writing(path: str | os.PathLike, what: str, *, field: str | None = None) -> Iterator[None]:
     """Write a user's file or directory inside this block: an OSError (no space left, permission
-    denied, a file where a directory should be) becomes a KdistillError naming ``field``, the path
-    and ``what`` was being written, e.g. ``/s/shard-00001.safetensors: cannot write this file (No
-    space left on device)``."""
+    denied, a file where a directory should be), or safetensors' error for one, becomes a
+    KdistillError naming ``field``, the path and ``what`` was being written, e.g.
+    ``/s/shard-00001.safetensors: cannot write this file (No space left on device)``."""
     prefix = f"{field}: " if field else ""
     try:
         yield
     except KdistillError:
         raise
-    except OSError as error:
+    except _write_errors() as error:
         raise KdistillError(f"{prefix}{path}: cannot write {what} ({_explain(error)})") from None

@@ -96,11 +96,14 @@ class DataConfig(StrictModel):
 
 class ModelConfig(StrictModel):
     """A model: a zoo name (``mlp``, ``cnn``, ...) or an import path ``pkg.module:factory``,
-    called with ``kwargs``; or ``path`` to a saved model file, which is loaded instead."""
+    called with ``kwargs``; or ``path`` to a saved model file, which is loaded instead. A saved
+    file's sidecar may name an import path only if ``model`` names the same one; a pickled torch
+    ``.pt`` (which runs code when loaded) is loaded only with ``trust_pickle: true``."""
 
     model: str | None = None
     kwargs: dict[str, Any] = {}
     path: str | None = None
+    trust_pickle: bool = False
 
     @field_validator("model")
     @classmethod

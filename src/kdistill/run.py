@@ -3,29 +3,60 @@
 Nothing is written before every check has passed. While a run is under way its output directory
 holds an ``INCOMPLETE`` file (with the error, if it failed); ``report.json`` is written last, so
 a directory with ``report.json`` and no ``INCOMPLETE`` is a finished run.
+
+A run writes only into a new or empty directory or a previous run's: one holding a file no run
+writes (:func:`foreign_files`) is refused, and a fresh start deletes only files of the names a
+run writes. While it writes, the run holds the directory's lock (:mod:`kdistill.lock`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
+import errno
+import os
 import platform
-import shutil
+import re
 from pathlib import Path
 
 import yaml
 
-from kdistill.cross_framework import STORE_DIR, CachedForeignTeacher, TrainedTeacher, online_teacher, student_side
+from kdistill.cross_framework import (
+    STORE_DIR,
+    SUMMARY,
+    CachedForeignTeacher,
+    TrainedTeacher,
+    online_teacher,
+    student_side,
+)
 from kdistill.data import load_task_data
-from kdistill.errors import KdistillError
+from kdistill.errors import KdistillError, reading, writing
+from kdistill.lock import LOCK_NAME, exclusive
 from kdistill.pipeline import Pipeline
 from kdistill.ranks import is_main_process
 from kdistill.recipe import Recipe
 from kdistill.report.results import ModelResult
 from kdistill.report.write import write_report
 from kdistill.store.for_run import open_store_for
+from kdistill.store.writer import foreign_files as foreign_store_files
+from kdistill.store.writer import remove_store
+from kdistill.training import checkpoint
 
 MARKER = "INCOMPLETE"
+RUN_FILE = re.compile(r"report\..+|recipe\.yaml|INCOMPLETE|curves\.png(\.tmp)?|student\..+|teacher\..+")
+"""The files a run writes at the top of its directory (models and temporary files included)."""
+RUN_DIRS = ("checkpoints", STORE_DIR, "logs")
+"""The directories a run writes: checkpoints, a foreign teacher's store, the training events."""
+CHECKPOINT_FILE = re.compile(
+    rf"((teacher|distilled|scratch)\.ckpt\.(safetensors|json)|scratch\.(safetensors|json|keras)|{re.escape(SUMMARY)})"
+    r"(\.tmp)?|scratch\.tmp\.keras"
+)
+"""The files a run writes in ``checkpoints/`` (:mod:`kdistill.training.checkpoint`, the saved
+scratch twin, a foreign teacher's summary), temporary names included: all a fresh start deletes there."""
+FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+"""The errors of a write that the disk refused: a run stopped by one is reported by file."""
+
 
 def _with_teacher_training(results: list[ModelResult], teacher: TrainedTeacher) -> list[ModelResult]:
     """A foreign teacher is scored from its store; add what its own framework knew of it."""
@@ -52,14 +83,75 @@ def output_dir(recipe: Recipe, out: str | Path | None, resume: bool, overwrite: 
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         return Path("runs") / f"{recipe.name}-{stamp}"
     path = Path(chosen)
+    check_output_dir(path, resume, overwrite)
+    return path
+
+
+def check_output_dir(path: Path, resume: bool, overwrite: bool) -> None:
+    """``path`` can be written and holds nothing a run would lose or mix with: no finished run
+    (unless ``overwrite``), no file a run does not write; with ``resume``, an interrupted run."""
     if path.exists() and not path.is_dir():
         raise KdistillError(f"--out {str(path)!r} exists and is not a directory")
+    _check_writable(path)
     finished = (path / "report.json").exists() and not (path / MARKER).exists()
     if finished and not overwrite:
         raise KdistillError(f"--out {str(path)!r} already holds a finished run; pick another directory or pass --overwrite")
     if resume and not path.is_dir():
         raise KdistillError(f"--resume: {str(path)!r} does not exist; nothing to resume")
-    return path
+    if not path.is_dir():
+        return
+    if resume:  # a planted pickle is named as what it pretends to be, unopened
+        checkpoint.refuse_foreign(path / "checkpoints")
+    foreign = foreign_files(path)
+    if foreign:
+        raise KdistillError(
+            f"--out {str(path)!r} holds {len(foreign)} file{'s' if len(foreign) > 1 else ''} kdistill did not write "
+            f"(e.g. {foreign[0]!r}); a run writes into a new or empty directory or a previous kdistill run's "
+            "(--overwrite for a finished one, --resume for an interrupted one): give another --out, or move those out"
+        )
+
+
+def _check_writable(path: Path) -> None:
+    """``path``, or the directory it would be created in, can be written into."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise KdistillError(f"--out {str(path)!r} cannot be created: {str(existing)!r} is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        read_only = hasattr(os, "statvfs") and os.statvfs(existing).f_flag & os.ST_RDONLY
+        why = "is on a read-only file system" if read_only else "is not writable (permission denied)"
+        raise KdistillError(f"--out {str(path)!r} cannot be written: {str(existing)!r} {why}; "
+                            "give a directory you can write")
+
+
+def foreign_files(directory: Path) -> list[str]:
+    """The files and directories in a run's ``directory`` that no run wrote, relative to it."""
+    found = []
+    for entry in sorted(directory.iterdir()):
+        own_dir = entry.name in RUN_DIRS and entry.is_dir() and not entry.is_symlink()
+        if own_dir and entry.name == "checkpoints":
+            found += [f"checkpoints/{item.name}" for item in sorted(entry.iterdir()) if not _own_checkpoint(item)]
+        elif own_dir and entry.name == STORE_DIR:
+            found += [str(item.relative_to(directory)) for item in foreign_store_files(entry)]
+        elif not own_dir and not (entry.is_file() and (RUN_FILE.fullmatch(entry.name) or entry.name == LOCK_NAME)):
+            found.append(entry.name)
+    return found
+
+
+def _own_checkpoint(entry: Path) -> bool:
+    return bool(CHECKPOINT_FILE.fullmatch(entry.name)) and entry.is_file() and not entry.is_symlink()
+
+
+def _remove_previous(directory: Path) -> None:
+    """A fresh start: delete what an earlier run left in ``checkpoints/`` and ``teacher-store/``,
+    by name (nothing else is there: :func:`check_output_dir` refused it)."""
+    checkpoints, store = directory / "checkpoints", directory / STORE_DIR
+    for entry in sorted(checkpoints.iterdir()) if checkpoints.is_dir() and not checkpoints.is_symlink() else ():
+        if _own_checkpoint(entry):
+            entry.unlink()
+    if store.is_dir() and not store.is_symlink():
+        remove_store(store)
 
 
 def _check_same_recipe(directory: Path, recipe: Recipe, resume: bool) -> None:
@@ -67,7 +159,10 @@ def _check_same_recipe(directory: Path, recipe: Recipe, resume: bool) -> None:
     stored_file = directory / "recipe.yaml"
     if not resume or not stored_file.exists():
         return
-    stored = yaml.safe_load(stored_file.read_text())
+    with reading(stored_file, "the recipe of a kdistill run", field="--resume"):
+        stored = yaml.safe_load(stored_file.read_text())
+    if not isinstance(stored, dict):
+        raise KdistillError(f"--resume: {stored_file} is not the recipe of a kdistill run; start afresh in another --out")
     current = recipe.model_dump(mode="json")
     changed = [key for key in sorted(set(stored) | set(current)) if stored.get(key) != current.get(key)]
     if changed:
@@ -88,22 +183,33 @@ class PreparedRun:
     pipeline: object
     store: object  # the opened teacher.store, if the recipe gives one
     cached_foreign: CachedForeignTeacher | None  # a teacher of another framework, cached to OUT/teacher-store first
+    overwrite: bool = False
 
     def execute(self) -> tuple[Path, dict]:
-        """Train, measure and write the report; returns the output directory and the report."""
-        recipe, directory, data, store = self.recipe, self.directory, self.data, self.store
-        directory.mkdir(parents=True, exist_ok=True)
+        """Train, measure and write the report; returns the output directory and the report. The
+        main process holds the directory's lock throughout and checks it again under the lock."""
+        directory, main = self.directory, is_main_process()  # in a data-parallel job, rank 0 alone writes
+        if not main:
+            directory.mkdir(parents=True, exist_ok=True)
+            return self._execute(directory, main)
+        with exclusive(directory, "--out"):
+            check_output_dir(directory, self.resume, self.overwrite)  # another run may have written it since
+            _check_same_recipe(directory, self.recipe, self.resume)
+            return self._execute(directory, main)
+
+    def _execute(self, directory: Path, main: bool) -> tuple[Path, dict]:
+        recipe, data, store = self.recipe, self.data, self.store
         marker = directory / MARKER
-        main = is_main_process()  # in a data-parallel job, rank 0 alone writes
-        if main:
-            (directory / "recipe.yaml").write_text(recipe.to_yaml())
-            marker.write_text("kdistill run in progress (or interrupted); report.json is written last\n")
-            for stale in ("report.json", "report.md"):
-                (directory / stale).unlink(missing_ok=True)
-            if not self.resume:  # a fresh start: nothing of an interrupted run may be taken for this one's
-                for stale in ("checkpoints", STORE_DIR):
-                    shutil.rmtree(directory / stale, ignore_errors=True)
         try:
+            if main:
+                with writing(marker, "this file"):
+                    marker.write_text("kdistill run in progress (or interrupted); report.json is written last\n")
+                with writing(directory / "recipe.yaml", "this file"):
+                    (directory / "recipe.yaml").write_text(recipe.to_yaml())
+                for stale in ("report.json", "report.md"):
+                    (directory / stale).unlink(missing_ok=True)
+                if not self.resume:  # a fresh start: nothing of an interrupted run may be taken for this one's
+                    _remove_previous(directory)
             if self.cached_foreign is not None:  # the teacher, in its own framework, writes the store the student reads
                 trained_teacher = self.cached_foreign.cache(directory, self.resume)
                 store = open_store_for(student_side(recipe, directory), data)
@@ -119,11 +225,50 @@ class PreparedRun:
         except BaseException as error:
             if not main:
                 raise
-            marker.write_text(f"kdistill run failed: {type(error).__name__}: {error}\n"
-                              f"resume with: kdistill run RECIPE --out {directory} --resume\n")
+            refused = _refused_write(error, directory)
+            with contextlib.suppress(OSError):  # a full disk may refuse this too: the marker then says "in progress"
+                marker.write_text(f"kdistill run failed: {type(refused or error).__name__}: {refused or error}\n"
+                                  f"resume with: kdistill run RECIPE --out {directory} --resume\n")
+            if refused is not None:
+                raise refused from None
             raise
         marker.unlink()
         return directory, report
+
+
+def _refused_write(error: BaseException, directory: Path) -> KdistillError | None:
+    """A write the disk refused (full, over quota, read-only) as a named error naming the file;
+    None for any other error. The file is the error's own, else the path being written in the
+    innermost frame that holds one inside ``directory`` (writers that do not name their file)."""
+    if isinstance(error, KdistillError):
+        return None
+    code = error.errno if isinstance(error, OSError) else None
+    if type(error).__name__ == "SafetensorError":  # safetensors' wording of an OSError
+        found = re.search(r"I/O error: .*\(os error (\d+)\)", str(error))
+        code = int(found.group(1)) if found else None
+    if code not in FULL:
+        return None
+    named = getattr(error, "filename", None) or _path_being_written(error, directory)
+    remedy = "make it writable" if code == errno.EROFS else "free some space"
+    return KdistillError(f"{named or directory}: cannot write this file ({os.strerror(code)}); the run stopped and "
+                         f"{directory / MARKER} holds this error: {remedy}, then resume with "
+                         f"kdistill run RECIPE --out {directory} --resume")
+
+
+def _path_being_written(error: BaseException, directory: Path) -> Path | None:
+    """The file inside ``directory`` that the innermost frame below the caller's was writing (a
+    temporary ``NAME.tmp`` is named as ``NAME``)."""
+    root, frames, trace = directory.resolve(), [], error.__traceback__.tb_next
+    while trace is not None:
+        frames.append(trace.tb_frame)
+        trace = trace.tb_next
+    for frame in reversed(frames):
+        paths = [Path(value).resolve() for value in frame.f_locals.values() if isinstance(value, os.PathLike)]
+        inside = [path for path in paths if path.is_relative_to(root) and not path.is_dir()]
+        if inside:
+            chosen = next((path for path in inside if path.name.endswith(".tmp")), inside[0])
+            return directory / chosen.relative_to(root).with_name(chosen.name.removesuffix(".tmp"))
+    return None
 
 
 def prepare(recipe: Recipe, out: str | Path | None = None, resume: bool = False,
@@ -141,7 +286,7 @@ def prepare(recipe: Recipe, out: str | Path | None = None, resume: bool = False,
         cached_foreign = CachedForeignTeacher(recipe)
         pipeline = Pipeline(student_side(recipe, directory), data)
     _check_same_recipe(directory, recipe, resume)
-    return PreparedRun(recipe, directory, resume, data, pipeline, store, cached_foreign)
+    return PreparedRun(recipe, directory, resume, data, pipeline, store, cached_foreign, overwrite)
 
 
 def run(recipe: Recipe, out: str | Path | None = None, resume: bool = False, overwrite: bool = False) -> tuple[Path, dict]:

@@ -10,9 +10,9 @@ rebuilds the module and never unpickles code. A factory that takes ``seed`` (eve
 from __future__ import annotations
 
 import inspect
-import json
 import math
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +21,16 @@ import numpy as np
 from flax import nnx
 from safetensors.numpy import load_file, save_file
 
-from kdistill.backend_common import build_from_factory, resolve_factory, write_model_files
+from kdistill.backend_common import (
+    build_from_factory,
+    call_factory,
+    read_sidecar,
+    sidecar_factory,
+    trusted_factories,
+    write_model_files,
+)
 from kdistill.data.splits import TaskData
-from kdistill.errors import KdistillError
+from kdistill.errors import KdistillError, reading
 from kdistill.jax.zoo import ZOO
 from kdistill.recipe import ModelConfig
 
@@ -33,7 +40,7 @@ FORMAT = "kdistill.jax/1"
 def build_model(config: ModelConfig, data: TaskData, field: str, seed: int) -> tuple[nnx.Module, dict[str, Any]]:
     """The model a recipe section describes, and the spec that rebuilds it (stored beside saved weights)."""
     if config.path is not None:
-        return load_model(config.path, field), {"path": config.path}
+        return load_model(config.path, field, factories=trusted_factories(config)), {"path": config.path}
     model, kwargs = build_from_factory(config.model, ZOO, dict(config.kwargs), data, field, nnx.Module, "flax.nnx.Module",
                                        lambda factory, kwargs: _instantiate(factory, kwargs, seed), seed=seed)
     return model, {"format": FORMAT, "model": config.model, "kwargs": kwargs}
@@ -55,19 +62,24 @@ def save_model(model: nnx.Module, spec: dict[str, Any], stem: Path) -> Path:
     return write_model_files(stem, lambda tmp: save_file(arrays, tmp, metadata={"format": FORMAT}), spec)
 
 
-def load_model(path: str | os.PathLike, field: str = "model") -> nnx.Module:
-    """Load a model kdistill saved (``NAME.safetensors`` with ``NAME.json`` beside it)."""
+def load_model(path: str | os.PathLike, field: str = "model", *, factories: Iterable[str] = ()) -> nnx.Module:
+    """Load a model kdistill saved (``NAME.safetensors`` with ``NAME.json`` beside it). The
+    sidecar's factory must be a zoo model or one of ``factories`` (import paths you trust, e.g. the
+    one you built the model with)."""
     path = Path(path)
-    sidecar = path.with_suffix(".json")
     if not path.exists():
         raise KdistillError(f"{field}.path: {str(path)!r} does not exist")
-    if path.suffix != ".safetensors" or not sidecar.exists():
+    if path.suffix != ".safetensors" or not path.with_suffix(".json").exists():
         raise KdistillError(f"{field}.path: {str(path)!r} is not NAME.safetensors with NAME.json beside it")
-    spec = json.loads(sidecar.read_text())
-    if spec.get("format") != FORMAT:
-        raise KdistillError(f"{field}.path: {str(sidecar)!r} has format {spec.get('format')!r}, expected {FORMAT!r}")
-    model = _instantiate(resolve_factory(spec["model"], ZOO, field), spec["kwargs"], spec["kwargs"].get("seed", 0))
-    stored, params = load_file(str(path)), _named_params(model)
+    sidecar, spec = read_sidecar(path, FORMAT, field)
+    factory = sidecar_factory(spec, sidecar, ZOO, "jax", field, factories)
+    seed = spec["kwargs"].get("seed", 0)
+    model = call_factory(factory, spec["model"], spec["kwargs"], lambda factory, kwargs: _instantiate(factory, kwargs, seed),
+                         model_field=f"{field}.path: {sidecar}", kwargs_field=f"{field}.path: {sidecar}",
+                         model_type=nnx.Module, type_name="flax.nnx.Module")
+    with reading(path, "a safetensors weights file", field=f"{field}.path"):
+        stored = load_file(str(path))
+    params = _named_params(model)
     mismatched = sorted(name for name in stored.keys() | params.keys()
                         if name not in stored or name not in params or stored[name].shape != params[name].shape)
     if mismatched:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import keras
 
-from kdistill.backend_common import build_from_factory
+from kdistill.backend_common import build_from_factory, replace_with
 from kdistill.data.splits import TaskData
-from kdistill.errors import KdistillError
+from kdistill.errors import KdistillError, reading
 from kdistill.keras.zoo import ZOO
 from kdistill.recipe import ModelConfig
 
@@ -25,9 +25,7 @@ def build_model(config: ModelConfig, data: TaskData, field: str) -> keras.Model:
 
 def save_model(model: keras.Model, path: Path) -> Path:
     """Write ``path`` (a ``.keras`` file) atomically; returns it."""
-    tmp = path.with_name(path.stem + ".tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
+    replace_with(path, path.with_name(path.stem + ".tmp.keras"), model.save)
     return path
 
 
@@ -38,7 +36,5 @@ def load_model(path: str | os.PathLike, field: str = "model") -> keras.Model:
         raise KdistillError(f"{field}.path: {str(path)!r} does not exist")
     if path.suffix != ".keras":
         raise KdistillError(f"{field}.path: {str(path)!r} is not a .keras file (the Keras backend saves and loads .keras)")
-    try:
-        return keras.models.load_model(path)
-    except (ValueError, TypeError, OSError) as error:
-        raise KdistillError(f"{field}.path: cannot load {str(path)!r}: {error}") from None
+    with reading(path, "a .keras model file Keras can load", field=f"{field}.path", also=(TypeError,)):
+        return keras.models.load_model(path)  # safe mode: no lambda or other code in the file is run

@@ -11,6 +11,7 @@ is byte-identical to an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -23,6 +24,7 @@ from safetensors.numpy import save
 
 from kdistill import __version__
 from kdistill.errors import KdistillError, writing
+from kdistill.lock import LOCK_NAME
 from kdistill.store.manifest import (
     MANIFEST,
     PARTIAL_MANIFEST,
@@ -42,13 +44,41 @@ OWN_DIR = re.compile(r"part-\d{3,}")
 """The directories of a store written by several processes (:mod:`kdistill.store.parts`)."""
 
 
+def _own_file(entry: Path) -> bool:
+    return not entry.is_symlink() and entry.is_file() and bool(OWN_FILE.fullmatch(entry.name))
+
+
+def _own_dir(entry: Path) -> bool:
+    return not entry.is_symlink() and entry.is_dir() and bool(OWN_DIR.fullmatch(entry.name))
+
+
 def foreign_entries(directory: Path) -> list[str]:
-    """The names in ``directory`` that no store writer wrote (sorted; symlinks count as foreign)."""
+    """The names in ``directory`` that no store writer wrote (sorted; symlinks count as foreign;
+    the lock a writer holds, :mod:`kdistill.lock`, is its own)."""
     def own(entry: Path) -> bool:
-        if entry.is_symlink():
-            return False
-        return bool(OWN_FILE.fullmatch(entry.name) and entry.is_file() or OWN_DIR.fullmatch(entry.name) and entry.is_dir())
+        return _own_file(entry) or _own_dir(entry) or entry.name == LOCK_NAME and entry.is_file()
     return sorted(entry.name for entry in directory.iterdir() if not own(entry))
+
+
+def foreign_files(directory: Path) -> list[Path]:
+    """Every entry of the store ``directory``, its part directories' included, that no store
+    writer wrote (see :func:`foreign_entries`)."""
+    found = [directory / name for name in foreign_entries(directory)]
+    for part in sorted(filter(_own_dir, directory.iterdir())):
+        found += [part / name for name in foreign_entries(part)]
+    return found
+
+
+def remove_store(directory: Path) -> None:
+    """Delete the store files in ``directory`` and its part directories, then each directory left
+    empty; anything a store writer did not write stays (callers refuse it first, by
+    :func:`foreign_files`)."""
+    for part in sorted(filter(_own_dir, directory.iterdir())):
+        remove_store(part)
+    for entry in filter(_own_file, directory.iterdir()):
+        entry.unlink()
+    with contextlib.suppress(OSError):  # not empty: it keeps what is not a store's
+        directory.rmdir()
 
 
 def check_store_dir(path: Path) -> None:
