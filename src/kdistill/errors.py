@@ -7,6 +7,7 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 
 class KdistillError(Exception):
@@ -80,11 +81,20 @@ def _write_errors() -> tuple[type[BaseException], ...]:
     return OSError, SafetensorError
 
 
+class WriteRefused(KdistillError):
+    """A write the file system refused (``errno`` ``code``: a full disk, a read-only mount, ...),
+    naming the file that was being written."""
+
+    def __init__(self, message: str, path: Path, code: int | None):
+        super().__init__(message)
+        self.path, self.code = path, code
+
+
 @contextmanager
 def writing(path: str | os.PathLike, what: str, *, field: str | None = None) -> Iterator[None]:
     """Write a user's file or directory inside this block: an OSError (no space left, permission
     denied, a file where a directory should be), or safetensors' error for one, becomes a
-    KdistillError naming ``field``, the path and ``what`` was being written, e.g.
+    :class:`WriteRefused` naming ``field``, the path and ``what`` was being written, e.g.
     ``/s/shard-00001.safetensors: cannot write this file (No space left on device)``."""
     prefix = f"{field}: " if field else ""
     try:
@@ -92,4 +102,7 @@ def writing(path: str | os.PathLike, what: str, *, field: str | None = None) -> 
     except KdistillError:
         raise
     except _write_errors() as error:
-        raise KdistillError(f"{prefix}{path}: cannot write {what} ({_explain(error)})") from None
+        code = error.errno if isinstance(error, OSError) else None
+        if code is None and (found := re.search(r"\(os error (\d+)\)", str(error))):
+            code = int(found.group(1))
+        raise WriteRefused(f"{prefix}{path}: cannot write {what} ({_explain(error)})", Path(path), code) from None

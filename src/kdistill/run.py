@@ -31,7 +31,7 @@ from kdistill.cross_framework import (
     student_side,
 )
 from kdistill.data import load_task_data
-from kdistill.errors import KdistillError, reading, writing
+from kdistill.errors import KdistillError, WriteRefused, reading, writing
 from kdistill.lock import LOCK_NAME, exclusive
 from kdistill.pipeline import Pipeline
 from kdistill.ranks import is_main_process
@@ -237,38 +237,21 @@ class PreparedRun:
 
 
 def _refused_write(error: BaseException, directory: Path) -> KdistillError | None:
-    """A write the disk refused (full, over quota, read-only) as a named error naming the file;
-    None for any other error. The file is the error's own, else the path being written in the
-    innermost frame that holds one inside ``directory`` (writers that do not name their file)."""
-    if isinstance(error, KdistillError):
+    """A write the disk refused (full, over quota, read-only) as a named error giving the file
+    (every writer of a run names its file: :func:`kdistill.errors.writing`) and how to go on;
+    None for any other error."""
+    if isinstance(error, WriteRefused):
+        named, code = error.path, error.code
+    elif isinstance(error, OSError) and not isinstance(error, KdistillError):
+        named, code = error.filename, error.errno
+    else:
         return None
-    code = error.errno if isinstance(error, OSError) else None
-    if type(error).__name__ == "SafetensorError":  # safetensors' wording of an OSError
-        found = re.search(r"I/O error: .*\(os error (\d+)\)", str(error))
-        code = int(found.group(1)) if found else None
     if code not in FULL:
         return None
-    named = getattr(error, "filename", None) or _path_being_written(error, directory)
     remedy = "make it writable" if code == errno.EROFS else "free some space"
     return KdistillError(f"{named or directory}: cannot write this file ({os.strerror(code)}); the run stopped and "
                          f"{directory / MARKER} holds this error: {remedy}, then resume with "
                          f"kdistill run RECIPE --out {directory} --resume")
-
-
-def _path_being_written(error: BaseException, directory: Path) -> Path | None:
-    """The file inside ``directory`` that the innermost frame below the caller's was writing (a
-    temporary ``NAME.tmp`` is named as ``NAME``)."""
-    root, frames, trace = directory.resolve(), [], error.__traceback__.tb_next
-    while trace is not None:
-        frames.append(trace.tb_frame)
-        trace = trace.tb_next
-    for frame in reversed(frames):
-        paths = [Path(value).resolve() for value in frame.f_locals.values() if isinstance(value, os.PathLike)]
-        inside = [path for path in paths if path.is_relative_to(root) and not path.is_dir()]
-        if inside:
-            chosen = next((path for path in inside if path.name.endswith(".tmp")), inside[0])
-            return directory / chosen.relative_to(root).with_name(chosen.name.removesuffix(".tmp"))
-    return None
 
 
 def prepare(recipe: Recipe, out: str | Path | None = None, resume: bool = False,

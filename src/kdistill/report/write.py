@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+from kdistill.errors import writing
 from kdistill.recipe import Recipe
 from kdistill.report.metrics import HIGHER_IS_BETTER, PRIMARY
 from kdistill.report.results import ModelResult
@@ -31,9 +32,10 @@ def verdict(task: str, results: list[ModelResult]) -> dict:
 
 
 def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    with writing(path, "this file"):
+        tmp = path.with_name(path.name + ".tmp")
+        write(tmp)
+        os.replace(tmp, path)
 
 
 def _shown(value, template: str) -> str:

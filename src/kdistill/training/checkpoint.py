@@ -15,7 +15,7 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
-from kdistill.errors import KdistillError
+from kdistill.errors import KdistillError, writing
 from kdistill.training import History
 
 FORMAT = "kdistill.checkpoint/1"
@@ -29,15 +29,17 @@ def files(stem: Path) -> tuple[Path, Path]:
 def save(stem: Path, arrays: dict[str, np.ndarray], epoch: int, history: History) -> None:
     """Write the state after ``epoch`` (0-based) and the history so far."""
     tensors, sidecar = files(stem)
-    tensors.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tensors.with_name(tensors.name + ".tmp")
-    save_file({name: np.asarray(array, order="C") for name, array in arrays.items()}, str(tmp),
-              metadata={"format": FORMAT})
-    os.replace(tmp, tensors)
+    with writing(tensors, "this file"):
+        tensors.parent.mkdir(parents=True, exist_ok=True)
+        tmp = tensors.with_name(tensors.name + ".tmp")
+        save_file({name: np.asarray(array, order="C") for name, array in arrays.items()}, str(tmp),
+                  metadata={"format": FORMAT})
+        os.replace(tmp, tensors)
     meta = {"format": FORMAT, "epoch": epoch, "history": dataclasses.asdict(history), "arrays": sorted(arrays)}
-    tmp = sidecar.with_name(sidecar.name + ".tmp")
-    tmp.write_text(json.dumps(meta))
-    os.replace(tmp, sidecar)
+    with writing(sidecar, "this file"):
+        tmp = sidecar.with_name(sidecar.name + ".tmp")
+        tmp.write_text(json.dumps(meta))
+        os.replace(tmp, sidecar)
 
 
 def exists(stem: Path) -> bool:
