@@ -30,7 +30,7 @@ from kdistill.store import StoreReader
 from kdistill.torch.cache import cache_teacher
 from kdistill.torch.distiller import Distiller
 from kdistill.torch.models import build_model, save_model
-from kdistill.torch.trainer import fit, predict, tensors
+from kdistill.torch.backend import BACKEND, predict, tensors
 
 
 def main() -> None:
@@ -76,8 +76,8 @@ def main() -> None:
         student, _ = build_model(recipe.student, data, "student")
         distiller = (Distiller(student, "classification", recipe.weights, {"kd": {"temperature": 4.0}}, offline=True)
                      if offline else Distiller(student, "classification", {"task": 1.0}))
-        return fit("bench", distiller, data, recipe.train, torch.device("cpu"),
-                   teacher_outputs=reader.fetch if offline else None).train_seconds
+        return BACKEND.fit("bench", distiller, data, recipe.train,
+                           teacher_outputs=reader.fetch if offline else None).train_seconds
 
     variants = {"offline KD epoch": lambda: epoch(True), "plain student epoch": lambda: epoch(False),
                 "cache write": cache, "teacher inference": inference}

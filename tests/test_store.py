@@ -121,6 +121,36 @@ def test_top_k_keeps_the_softmax_exact_at_t1(tmp_path):
     np.testing.assert_allclose(rebuilt[~kept], expected_fill[~kept], rtol=1e-6)
 
 
+@pytest.mark.parametrize("id_span", ["compact", "sparse"])  # ids looked up by table or by binary search
+@pytest.mark.parametrize("in_memory", [True, False])  # one gather over all shards, or one per shard
+def test_fetch_is_the_same_whichever_way_ids_are_found_and_rows_gathered(tmp_path, monkeypatch, id_span, in_memory):
+    import kdistill.store.reader as reader_module
+
+    if not in_memory:
+        monkeypatch.setattr(reader_module, "IN_MEMORY_BYTES", 0)
+    rng = np.random.default_rng(5)
+    ids = rng.permutation(60)[:53] - 7 if id_span == "compact" else rng.permutation(10**6)[:53] * 10**9
+    logits = rng.normal(scale=4.0, size=(len(ids), CLASSES)).astype(np.float32)
+    order = rng.permutation(len(ids))[:30]
+    reader = StoreReader(write_store(tmp_path / "dense", ids, logits))
+    assert (reader._position_of is not None) == (id_span == "compact")
+    assert (reader._whole is not None) == in_memory
+    np.testing.assert_array_equal(reader.fetch(ids[order]), logits[order])
+    np.testing.assert_array_equal(reader.fetch(ids[order][:0]), logits[:0])
+    gap = next(i for i in range(ids.min() + 1, ids.max()) if i not in set(ids))  # inside the span, not stored
+    for absent in ([ids.min() - 1], [ids.max() + 1], [gap]):
+        with pytest.raises(KdistillError, match=f"1 requested sample ids are not in the store \\(e.g. {absent[0]}\\)"):
+            reader.fetch(np.concatenate([ids[:3], absent]))
+    sparse = StoreReader(write_store(tmp_path / "top_k", ids, logits, k=CLASSES))
+    indices, values, _ = sparse.fetch_sparse(ids[order])
+    np.testing.assert_array_equal(np.take_along_axis(logits[order], indices, axis=1), values)
+    views = rng.normal(scale=4.0, size=(len(ids), 3, CLASSES)).astype(np.float32)
+    viewed = StoreReader(write_store(tmp_path / "views", ids, views, views=2, augment={"shift": 1}))
+    chosen = rng.integers(3, size=len(order))
+    np.testing.assert_array_equal(viewed.fetch(ids[order], chosen), views[order, chosen])
+    np.testing.assert_array_equal(viewed.fetch(ids[order]), views[order, 0])
+
+
 def test_bytes_per_sample_counts_the_files(tmp_path):
     ids, logits = make_data(classes=100)
     dense = write_store(tmp_path / "dense", ids, logits, num_classes=100)

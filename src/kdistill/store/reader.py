@@ -4,7 +4,9 @@ Shards are standard safetensors files (any framework's safetensors loader reads 
 reader parses the safetensors header itself and memory-maps each tensor with ``np.memmap``,
 because a batch gathers rows scattered over a shard: ``safe_open(..., framework="numpy")`` can
 only copy a whole tensor or a contiguous slice, one Python call per row, whereas a memmap gathers
-the rows of a batch with one fancy index and reads only the pages they touch.
+the rows of a batch with one fancy index and reads only the pages they touch. A store whose
+tensors total at most ``IN_MEMORY_BYTES`` is read into memory on open instead (one array per
+tensor, over all shards), so that a fetch is one gather rather than one per shard it touches.
 """
 
 from __future__ import annotations
@@ -26,6 +28,12 @@ from kdistill.store.manifest import (
 )
 
 _SAFETENSORS_DTYPES = {"I64": "<i8", "I32": "<i4", "F32": "<f4", "F16": "<f2"}
+IN_MEMORY_BYTES = 64 * 2**20
+"""A store whose tensors (all shards together) take at most this many bytes is held in memory."""
+_DENSE_INDEX_SLACK = 4
+"""Sample ids are looked up in a table indexed by id when their span is at most this many times
+their count (the table is then at most that many int64 entries per sample); by binary search
+otherwise."""
 
 
 def reconstruct_logits(
@@ -96,8 +104,19 @@ class StoreReader:
                 f"{self.path}: the sample ids in the shards do not match the manifest (ids sha256"
                 f" {ids_sha256(self.ids)}, manifest {self.manifest.ids_sha256}); the store is damaged or mixed"
             )
-        self._order = np.argsort(self.ids, kind="stable")
-        self._sorted_ids = self.ids[self._order]
+        self._sorted_ids = np.sort(self.ids)
+        self._low = int(self._sorted_ids[0])
+        span = int(self._sorted_ids[-1]) - self._low + 1
+        if span <= _DENSE_INDEX_SLACK * len(self.ids):  # position of id i at [i - low], -1 where absent
+            self._position_of = np.full(span, -1, dtype=np.int64)
+            self._position_of[self.ids - self._low] = np.arange(len(self.ids))
+        else:
+            self._position_of = None
+            self._order = np.argsort(self.ids, kind="stable")
+        names = [name for name in self._shards[0] if name != "ids"]
+        size = sum(shard[name].nbytes for shard in self._shards for name in names)
+        self._whole = ({name: np.concatenate([shard[name] for shard in self._shards]) for name in names}
+                       if size <= IN_MEMORY_BYTES else None)
 
     def _open_shard(self, index: int, verify: bool) -> dict[str, np.ndarray]:
         info = self.manifest.shards[index]
@@ -183,12 +202,16 @@ class StoreReader:
     def _positions(self, batch_ids: np.ndarray) -> np.ndarray:
         """The store positions (order of the manifest ids) of ``batch_ids``."""
         batch_ids = np.asarray(batch_ids, dtype=np.int64)
-        slots = np.minimum(np.searchsorted(self._sorted_ids, batch_ids), len(self._sorted_ids) - 1)
-        absent = self._sorted_ids[slots] != batch_ids
+        if self._position_of is not None:  # ids out of the span are clipped to its ends, then fail the check
+            positions = self._position_of.take(batch_ids - self._low, mode="clip")
+        else:
+            slots = np.minimum(np.searchsorted(self._sorted_ids, batch_ids), len(self._sorted_ids) - 1)
+            positions = self._order[slots]
+        absent = self.ids.take(positions) != batch_ids  # a -1 position reads the last id: absent unless it is asked for
         if absent.any():
             missing = np.unique(batch_ids[absent])
             raise KdistillError(f"{self.path}: {missing.size} requested sample ids {_missing(missing)}")
-        return self._order[slots]
+        return positions
 
     def _gather(self, positions: np.ndarray, name: str, views: np.ndarray | None) -> np.ndarray:
         """Rows ``positions`` of tensor ``name`` (at ``views`` in a store with views), reading only
@@ -199,6 +222,12 @@ class StoreReader:
             views = np.zeros(len(positions), dtype=np.int64) if views is None else np.asarray(views, dtype=np.int64)
             if views.shape != positions.shape or views.min(initial=0) < 0 or views.max(initial=0) > self.manifest.views:
                 raise KdistillError(f"{self.path}: views must be one per sample in 0..{self.manifest.views}")
+        if self._whole is not None:  # take: a fraction of the time of fancy indexing on rows
+            whole = self._whole[name]
+            if views is None:
+                return whole.take(positions, axis=0)
+            per_view = whole.reshape(-1, *whole.shape[2:])
+            return per_view.take(positions * whole.shape[1] + views, axis=0)
         shard_of, row = np.divmod(positions, self.manifest.shard_size)
         template = self._shards[0][name]
         per_sample = template.shape[1:] if views is None else template.shape[2:]

@@ -7,6 +7,8 @@ shape errors are raised by the reference's ``check_*`` functions, so they read t
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable
 
 import torch
@@ -31,10 +33,32 @@ def _batch_kl(log_p: Tensor, log_q: Tensor) -> Tensor:
     return F.kl_div(log_q, log_p, reduction="batchmean", log_target=True)
 
 
+@functools.lru_cache(maxsize=64)
+def _cached_constant(value: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+    return torch.tensor(value, dtype=dtype, device=device)
+
+
+def _constant(value: float, like: Tensor) -> Tensor | float:
+    """``value`` as a 0-dim tensor of ``like``'s dtype and device, made once: multiplying by a
+    Python number converts it to a tensor on every call, forward and backward, which costs as much
+    as the multiplication itself on a small batch. Traced (``torch.compile``), the number itself."""
+    if torch.compiler.is_compiling() or isinstance(value, Tensor):
+        return value
+    return _cached_constant(value, like.dtype, like.device)
+
+
 def _tempered_kl(loss: str, names: tuple[str, str], layout: tuple[str, ...], s: Tensor, t: Tensor, T: float) -> Tensor:
+    """T² · KL(softmax(t/T) ‖ softmax(s/T)) averaged over rows, written for few autograd nodes:
+    the teacher's probabilities carry the factor T²/B, so the sum is the loss (its constants are
+    cached tensors, see :func:`_constant`)."""
     check_same_shape(loss, names[0], s, names[1], t, layout)
     check_temperature(loss, T)
-    return T**2 * _batch_kl(F.log_softmax(t / T, dim=-1), F.log_softmax(s / T, dim=-1))
+    if T != 1:
+        inverse = _constant(1.0 / T, s)
+        s, t = s * inverse, t * inverse
+    log_p = F.log_softmax(t, dim=-1)
+    weight = log_p.exp() * _constant(T * T / len(s) if len(s) else math.nan, s)  # batchmean: NaN for no rows
+    return torch.sum(weight * (log_p - F.log_softmax(s, dim=-1)))
 
 
 def kd(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0) -> Tensor:
