@@ -95,7 +95,7 @@ def _with_transfer(data: TaskData, transfer: TransferConfig, seed: int) -> TaskD
             )
         order = np.random.default_rng((seed, 2)).permutation(len(train))
         held = train.take(np.sort(order[:n]))
-        return replace(data, train=train.take(np.sort(order[n:])), transfer=Split(held.x, None, held.ids))
+        return replace(data, train=train.take(np.sort(order[n:])), transfer=Split(held.x, None, held.ids, held.keys))
     x = read_inputs(Path(transfer.path).expanduser(), "data.transfer.path")
     shape = train.x.shape[1:]
     if x.ndim == 2 and len(shape) > 1 and x.shape[1] == np.prod(shape):
