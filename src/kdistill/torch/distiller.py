@@ -17,7 +17,7 @@ from kdistill.errors import KdistillError
 from kdistill.objective import Objective
 from kdistill.recipe import FeaturePair
 from kdistill.torch.features import FeatureTap, make_adapter
-from kdistill.torch.losses import LOSS_FUNCTIONS, task_loss
+from kdistill.torch.losses import LOSS_FUNCTIONS, task_and_kd, task_loss
 
 
 def freeze(model: nn.Module) -> nn.Module:
@@ -49,6 +49,7 @@ class Distiller(nn.Module):
         self.student_tap = FeatureTap(student, [pair.student for pair in self.features], "features.student")
         self.teacher_tap = FeatureTap(teacher, [pair.teacher for pair in self.features], "features.teacher") if self.features else None
         self.adapters = nn.ModuleDict()
+        self.fused = task == "classification" and self.objective.parts == ["task", "kd"]
         if probe is not None:
             self._check_outputs(probe)
 
@@ -91,12 +92,18 @@ class Distiller(nn.Module):
         process's share of the rows it averages (see :mod:`kdistill.torch.distributed`)."""
         student_out = self.student(x)
         labeled = len(y)
-        parts: dict[str, torch.Tensor] = {}
-        if "task" in self.objective.weights and labeled:
-            parts["task"] = task_loss(student_out if labeled == len(x) else student_out[:labeled], y, self.task)
         if self.objective.terms and teacher_out is None:
             with torch.no_grad():
                 teacher_out = self.teacher(x)
+        if self.fused and labeled:
+            weights = self.objective.weights
+            scale = share or {"labeled": 1.0, "all": 1.0}
+            total, task, kd = task_and_kd(student_out, teacher_out, y, weights["task"] * scale["labeled"],
+                                          weights["kd"] * scale["all"], **self.objective.losses["kd"])
+            return total, {"task": task, "kd": kd}
+        parts: dict[str, torch.Tensor] = {}
+        if "task" in self.objective.weights and labeled:
+            parts["task"] = task_loss(student_out if labeled == len(x) else student_out[:labeled], y, self.task)
         for term in self.objective.terms:
             function = LOSS_FUNCTIONS[term.name]
             if term.reads_features:

@@ -68,6 +68,47 @@ def kd(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0)
     )
 
 
+class _TaskAndKd(torch.autograd.Function):
+    """``w_task · CE(s[:L], y) + w_kd · kd(s, t, T)`` as one autograd node, with the gradient in
+    closed form:  ∂/∂s = w_task/L · (softmax(s[:L]) − onehot(y)) on the L labeled rows
+    + w_kd · T/B · (softmax(s/T) − softmax(t/T)) on all B rows. Returns (total, task, kd); the parts
+    are values for the record, not differentiated."""
+
+    @staticmethod
+    def forward(ctx, s: Tensor, t: Tensor, y: Tensor, w_task: float, w_kd: float, T: float):  # noqa: N803
+        labeled, rows = len(y), len(s)
+        log_q_labeled = F.log_softmax(s[:labeled], dim=-1)
+        task = -log_q_labeled.gather(1, y[:, None]).sum() / labeled
+        if T != 1:
+            s, t = s / T, t / T
+        log_p, log_q = F.log_softmax(t, dim=-1), F.log_softmax(s, dim=-1)
+        p = log_p.exp()
+        kd = torch.sum(p * (log_p - log_q)) * (T * T / rows)
+        grad = (log_q.exp() - p).mul_(w_kd * T / rows)
+        grad[:labeled].add_(log_q_labeled.exp_(), alpha=w_task / labeled)
+        grad[:labeled].scatter_add_(1, y[:, None], torch.full((labeled, 1), -w_task / labeled, dtype=s.dtype,
+                                                               device=s.device))
+        ctx.save_for_backward(grad)
+        ctx.mark_non_differentiable(task, kd)
+        return task * w_task + kd * w_kd, task, kd
+
+    @staticmethod
+    def backward(ctx, grad_total: Tensor, _grad_task: Tensor, _grad_kd: Tensor):
+        (grad,) = ctx.saved_tensors
+        return grad * grad_total, None, None, None, None, None
+
+
+def task_and_kd(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, task_weight: float,
+                kd_weight: float, temperature: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:
+    """(task_weight · task + kd_weight · kd, task, kd) for classification, the labeled rows first:
+    the numbers of :func:`task_loss` on ``student_logits[:len(labels)]`` and :func:`kd` on all
+    rows, in one node whose backward is one multiply (the commonest objective's step, fused)."""
+    check_same_shape("kd", "student_logits", student_logits, "teacher_logits", teacher_logits, ("batch", "classes"))
+    check_labels("task", "outputs", student_logits[:len(labels)], "targets", labels)
+    check_temperature("kd", temperature)
+    return _TaskAndKd.apply(student_logits, teacher_logits, labels, task_weight, kd_weight, temperature)
+
+
 def soft_ce(student_logits: Tensor, teacher_probs: Tensor, temperature: float = 1.0) -> Tensor:
     """See kdistill.losses.reference.soft_ce."""
     check_same_shape("soft_ce", "student_logits", student_logits, "teacher_probs", teacher_probs, ("batch", "classes"))
