@@ -87,6 +87,42 @@ class Subset(Samples):
         digest.update(self.rows.tobytes())
 
 
+class Joined(Samples):
+    """Several splits' inputs one after another (what a store is cached from), read on demand."""
+
+    def __init__(self, parts: Sequence[np.ndarray | Samples]):
+        self.parts = list(parts)
+        self.starts = np.cumsum([0, *(len(part) for part in self.parts)])
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (int(self.starts[-1]), *self.parts[0].shape[1:])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.parts[0].dtype)
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        part_of = np.searchsorted(self.starts, rows, side="right") - 1
+        out = np.empty((len(rows), *self.shape[1:]), dtype=self.dtype)
+        for part in np.unique(part_of):
+            here = part_of == part
+            out[here] = self.parts[part][rows[here] - self.starts[part]]
+        return out
+
+    def fingerprint(self, digest: "hashlib._Hash") -> None:
+        for part in self.parts:
+            if is_streamed(part):
+                part.fingerprint(digest)
+            else:
+                digest.update(np.ascontiguousarray(part).tobytes())
+
+
+def concatenate(parts: Sequence[np.ndarray | Samples]) -> np.ndarray | Samples:
+    """The inputs ``parts`` one after another: an array if every part is one, else read on demand."""
+    return Joined(parts) if any(is_streamed(part) for part in parts) else np.concatenate(parts)
+
+
 def is_streamed(x: np.ndarray | Samples) -> bool:
     """True when ``x`` is read on demand (a :class:`Samples`), False for an in-memory array."""
     return isinstance(x, Samples)
