@@ -38,9 +38,13 @@ WHAT = "an image Pillow can read"
 
 def image_header(data: bytes) -> tuple[tuple[int, int], str]:
     """((H, W), "L" or "RGB") of an image file's bytes, after Pillow's ``verify``."""
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
-    with Image.open(io.BytesIO(data)) as image:
+    try:
+        image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ValueError("its bytes are in no image format Pillow knows") from None
+    with image:
         (width, height), mode = image.size, image.mode
         image.verify()
     return (height, width), "L" if mode in GREY_MODES else "RGB"
@@ -133,8 +137,11 @@ def labeled_files(root: Path, table: Path) -> tuple[list[Path], list[str]]:
 def load_image_folder(config: DataConfig, task: str) -> TaskData:
     """The image folder ``data.path`` (class folders, or flat with ``data.labels``) as keyed splits."""
     root = existing_dir(config.path, "data.path")
+    where = f"data.path: {str(root)!r}"
     if config.labels is not None:
-        paths, labels = labeled_files(root, Path(config.labels).expanduser())
+        table = Path(config.labels).expanduser()
+        paths, labels = labeled_files(root, table)
+        where = f"data.labels: {str(table)!r}"
     else:
         paths, labels = class_folders(root, IMAGE_SUFFIXES, "data.path", "images")
     bad = BadSamples(config.on_bad_sample)
@@ -142,7 +149,7 @@ def load_image_folder(config: DataConfig, task: str) -> TaskData:
     size, mode = decoded_as(listing, headers, config, "data.path")
     x = ImageFiles(root, listing, "data.path", size, mode)
     meta = {"source": str(root), "bad_samples": bad.meta(), "decode": x.settings}
-    return keyed_task_data("image_folder", task, listing, x, config, f"data.path: {str(root)!r}", meta)
+    return keyed_task_data("image_folder", task, listing, x, config, where, meta)
 
 
 def transfer_images(path: str, data: TaskData, config: DataConfig) -> tuple[Split, dict]:

@@ -43,6 +43,11 @@ class Samples(ABC):
         """Update ``digest`` with what identifies these samples (keys and file contents), without
         decoding them."""
 
+    def raw(self, rows: np.ndarray) -> list | np.ndarray:
+        """The raw samples at ``rows`` before the source's featurisation (a text source's strings);
+        for other sources the decoded samples, as :meth:`read` gives them."""
+        return self.read(rows)
+
     def subset(self, rows: np.ndarray) -> "Samples":
         """The samples at ``rows``, still read on demand (what ``Split.take`` keeps)."""
         return Subset(self, np.asarray(rows, dtype=np.int64))
@@ -78,6 +83,9 @@ class Subset(Samples):
 
     def read(self, rows: np.ndarray) -> np.ndarray:
         return self.parent.read(self.rows[rows])
+
+    def raw(self, rows: np.ndarray) -> list | np.ndarray:
+        return self.parent.raw(self.rows[rows])
 
     def subset(self, rows: np.ndarray) -> Samples:
         return Subset(self.parent, self.rows[np.asarray(rows, dtype=np.int64)])

@@ -184,7 +184,7 @@ def load_text_table(config: DataConfig, task: str) -> TaskData:
         try:
             text.encode("utf-8")
         except UnicodeEncodeError as error:
-            bad.found(f"{where} {at} (key {key!r}): the text is not UTF-8 (bytes at {error.start})", key)
+            bad.found(f"{where} {at} (key {key!r}): the text is not UTF-8 (an undecodable byte at character {error.start})", key)
             continue
         keys.append(key)
         labels.append(str(label).strip())
