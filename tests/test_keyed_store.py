@@ -55,6 +55,19 @@ def test_predictions_keyed_by_file_name_are_stored_under_those_keys(folder_store
     np.testing.assert_array_equal(reader.fetch(key_ids(keys))[:, 0], [logits[key] for key in keys])
 
 
+def test_parquet_predictions_keyed_by_file_name(tmp_path, kdistill):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    root = image_folder(tmp_path / "pets")
+    recipe = folder_recipe(tmp_path / "r.yaml", {"dataset": "image_folder", "path": str(root)})
+    keys = all_keys(load_task_data(DataConfig(dataset="image_folder", path=str(root)), "binary"))
+    pd.DataFrame({"key": keys[::-1], "logit": np.arange(len(keys), dtype=float)}).to_parquet(tmp_path / "a.parquet")
+    code, _, err = kdistill("cache", recipe, "--from-predictions", tmp_path / "a.parquet", "--store", tmp_path / "s",
+                            *set_args())
+    assert code == 0, err
+    np.testing.assert_array_equal(StoreReader(tmp_path / "s").fetch(key_ids(keys[::-1]))[:, 0], np.arange(len(keys)))
+
+
 def store_run(kdistill, recipe, store, out):
     return kdistill("run", recipe, "--out", out, *set_args(f"teacher.store={store}", "teacher.model=null",
                                                            "train.epochs=1", "data.cache_in_memory=true"))

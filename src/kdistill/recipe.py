@@ -164,6 +164,8 @@ class DataConfig(StrictModel):
         if self.dataset == "hf" and not self.path and (self.hf is None or self.hf.builder is None):
             raise ValueError("data.path (a save_to_disk folder) or data.hf.builder with data.hf.data_files is "
                              "required for dataset 'hf'")
+        if self.hf is not None and self.dataset != "hf":
+            raise ValueError(f"data.hf: settings of a Hugging Face dataset are for dataset 'hf', not {self.dataset!r}")
         if self.labels is not None and self.dataset != "image_folder":
             raise ValueError(f"data.labels: a labels CSV is for dataset 'image_folder', not {self.dataset!r}")
         return self

@@ -35,11 +35,19 @@ LOADERS = {
     "synthetic_ranking": load_synthetic,
     "movielens": load_movielens,
 }
+
+
+def _load_hf(config: DataConfig, task: str) -> TaskData:
+    from kdistill.data.hf import load_hf  # imports the datasets library only when asked for
+
+    return load_hf(config, task)
+
+
 KEYED_LOADERS = {
     "image_folder": load_image_folder,
     "text_folder": load_text_folder,
     "text_table": load_text_table,
-    "hf": lambda config, task: _load_hf(config, task),
+    "hf": _load_hf,
 }
 """Keyed sources, called with (config, task)."""
 FOLDER_TRANSFER = {"image_folder": transfer_images, "text_folder": transfer_texts}
@@ -53,12 +61,6 @@ DATASET_TASKS = {
     "arrays": TASKS,
     **{name: KEYED_TASKS for name in KEYED_LOADERS},
 }
-
-
-def _load_hf(config: DataConfig, task: str) -> TaskData:
-    from kdistill.data.hf import load_hf  # imports the datasets library only when asked for
-
-    return load_hf(config, task)
 
 
 def load_task_data(config: DataConfig, task: str) -> TaskData:

@@ -2,7 +2,7 @@
 answers) imported into a soft-target store, so any student can train from it.
 
 Files: ``.npy`` (N, C) in row order; ``.npz`` with ``predictions`` and optionally ``ids``;
-``.csv`` / ``.parquet`` with an optional ``id`` column and one column per class. A CSV's ``id``
+``.csv`` / ``.parquet`` with an optional ``id`` column and one column per class. A table's ``id``
 (or ``key``, ``file``) column may hold the sample keys of a keyed source instead (an image folder's
 relative file paths, ``shirt/0042.png``), matched through :func:`kdistill.data.samples.key_ids`. Without ids the
 rows must be the recipe's samples in cache order (train, val, test, transfer) and their count must
@@ -39,10 +39,10 @@ def read_predictions(path: Path) -> tuple[np.ndarray | None, np.ndarray]:
         arrays = load_numpy(path, FIELD, ("predictions",) if path.suffix == ".npz" else ())
         values = arrays.get("predictions", arrays.get("x"))
         return arrays.get("ids"), np.asarray(values, dtype=np.float64)
+    keyed = _keyed_table(path) if path.suffix in (".csv", ".parquet", ".pq") else None
+    if keyed is not None:
+        return keyed
     if path.suffix == ".csv":
-        keyed = _keyed_csv(path)
-        if keyed is not None:
-            return keyed
         names, table = read_csv(path, FIELD)
     elif path.suffix in (".parquet", ".pq"):
         names, table = read_parquet(path, FIELD)
@@ -54,26 +54,34 @@ def read_predictions(path: Path) -> tuple[np.ndarray | None, np.ndarray]:
     return table[:, id_column], np.delete(table, id_column, axis=1)
 
 
-def _keyed_csv(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
-    """(ids of the keys, predictions) of a CSV whose key column (``id``, ``key`` or ``file``) holds
-    sample keys that are not all integers; None for any other CSV."""
-    with reading(path, "a UTF-8 CSV", field=FIELD), open(path, newline="", encoding="utf-8") as handle:
-        rows = [row for row in csv.reader(handle) if row]
-    header = [name.strip().lower() for name in rows[0]] if rows else []
+def _keyed_table(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """(ids of the keys, predictions) of a CSV or parquet table whose key column (``id``, ``key``
+    or ``file``) holds sample keys that are not all integers; None for any other table."""
+    if path.suffix == ".csv":
+        with reading(path, "a UTF-8 CSV", field=FIELD), open(path, newline="", encoding="utf-8") as handle:
+            rows = [row for row in csv.reader(handle) if row]
+        header, body, first, unit = (rows[0] if rows else []), rows[1:], 2, "line"
+    else:
+        import pandas as pd
+
+        with reading(path, "a parquet table", field=FIELD):
+            frame = pd.read_parquet(path)
+        header, body, first, unit = list(frame.columns), frame.to_numpy(dtype=object).tolist(), 0, "row"
+    header = [str(name).strip().lower() for name in header]
     column = next((header.index(name) for name in KEY_COLUMNS if name in header), None)
     if column is None:
         return None
-    keys = [row[column].strip() if len(row) > column else "" for row in rows[1:]]
+    keys = [str(row[column]).strip() if len(row) > column else "" for row in body]
     if all(key.lstrip("-").isdigit() for key in keys):
         return None
     values = []
-    for line, row in enumerate(rows[1:], start=2):
+    for at, row in enumerate(body, start=first):
         try:
             if len(row) != len(header):
                 raise ValueError(f"{len(row)} fields, the header has {len(header)}")
             values.append([float(value) for index, value in enumerate(row) if index != column])
-        except ValueError as error:
-            raise KdistillError(f"{FIELD}: {str(path)!r} line {line}: not a key and numbers ({error})") from None
+        except (TypeError, ValueError) as error:
+            raise KdistillError(f"{FIELD}: {str(path)!r} {unit} {at}: not a key and numbers ({error})") from None
     return unique_key_ids(keys, f"{FIELD}: {str(path)!r}"), np.asarray(values, dtype=np.float64).reshape(len(keys), -1)
 
 
