@@ -145,7 +145,7 @@ def test_text_table_keyed_by_its_id_column(tmp_path, suffix):
 
 def test_hugging_face_dataset_from_disk_and_from_a_csv_builder(tmp_path, monkeypatch):
     datasets = pytest.importorskip("datasets")
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")  # a builder's Arrow cache
     root = image_folder(tmp_path / "pets")
     files = sorted(str(path) for path in root.rglob("*.png"))
     built = datasets.Dataset.from_dict({"image": files, "label": [int("dog" in f) for f in files],
