@@ -11,7 +11,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import requires_torch, set_args
+from conftest import read_report, requires_torch, set_args
 from kdistill.data import load_task_data
 from kdistill.data.samples import key_ids
 from kdistill.recipe import DataConfig, load_recipe
@@ -107,21 +107,26 @@ def test_predictions_missing_a_file_name_the_file(tmp_path, kdistill):
 @requires_torch
 def test_cache_on_an_image_folder_keys_the_teacher_logits_by_file_name(tmp_path, kdistill):
     root = image_folder(tmp_path / "pets")
-    recipe = folder_recipe(tmp_path / "r.yaml", {"dataset": "image_folder", "path": str(root)})
+    (root / "dog" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n cut")  # skipped, and counted in the report
+    data = {"dataset": "image_folder", "path": str(root), "on_bad_sample": "skip"}
+    recipe = folder_recipe(tmp_path / "r.yaml", data)
     code, _, err = kdistill("run", recipe, "--out", tmp_path / "run",
                             *set_args("train.epochs=1", "teacher.train.epochs=1", "data.cache_in_memory=true",
                                       "compare.scratch=false"))
     assert code == 0, err
+    assert read_report(tmp_path / "run")["data"]["skipped"] == 1
+    assert "1 unreadable files skipped" in (tmp_path / "run" / "report.md").read_text()
     code, _, err = kdistill("cache", recipe, "--store", tmp_path / "store",
                             *set_args(f"teacher.path={tmp_path / 'run' / 'teacher.safetensors'}"))
     assert code == 0, err
     reader = StoreReader(tmp_path / "store")  # cached from batches read from the folder, run from memory
-    assert sorted(reader.manifest.keys) == sorted(str(path.relative_to(root)) for path in root.rglob("*.png"))
+    assert sorted(reader.manifest.keys) == sorted(str(path.relative_to(root)) for path in root.rglob("*-*.png"))
     copy = tmp_path / "copy"  # the same files in another folder: the same store fits
     shutil.copytree(root, copy)
-    moved = load_recipe(str(folder_recipe(tmp_path / "moved.yaml", {"dataset": "image_folder", "path": str(copy)})),
+    moved = load_recipe(str(folder_recipe(tmp_path / "moved.yaml", {**data, "path": str(copy)})),
                         [f"teacher.store={tmp_path / 'store'}", "teacher.model=null"])
     assert open_store_for(moved, load_task_data(moved.data, moved.task)).manifest.keys == reader.manifest.keys
+
 
 @requires_torch
 def test_the_same_files_created_in_another_order_train_the_same_student(tmp_path, kdistill):
