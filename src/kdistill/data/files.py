@@ -13,6 +13,7 @@ import json
 import os
 from abc import abstractmethod
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,8 @@ from kdistill.errors import KdistillError, reading
 from kdistill.recipe import DataConfig
 
 TRANSFER_FIELD = "data.transfer.path"
+LISTING_THREADS = min(8, os.cpu_count() or 1)
+"""Threads that read and check a folder's files when it is listed."""
 Check = Callable[[bytes], object]
 """Checks a file's bytes at listing time; raises ValueError (or the format's own error) if bad."""
 
@@ -83,21 +86,28 @@ def class_folders(root: Path, suffixes: Iterable[str], field: str, what: str) ->
 def list_files(root: Path, paths: list[Path], labels: list[str] | None, check: Check, bad: BadSamples,
                field: str, what: str) -> tuple[Listing, list]:
     """Read every file once: its key, its label and the digest of its bytes, and what ``check``
-    returns for its bytes; a file ``check`` refuses goes to the bad-sample policy."""
-    keys, kept, digests, found = [], [], [], []
-    for index, path in enumerate(paths):
-        key = key_of(path, root)
+    returns for its bytes; a file ``check`` refuses goes to the bad-sample policy, in listing order.
+    Files are read and checked by :data:`LISTING_THREADS` threads."""
+    def examine(path: Path) -> tuple[str, object, Exception | None]:
         with reading(path, "a readable file", field=field):
             data = path.read_bytes()
         try:
-            found.append(check(data))
+            return content_digest(data), check(data), None
         except Exception as error:  # noqa: BLE001 - a decoder's errors are many; each is this file's fault
-            bad.found(f"{field}: {str(path)!r} is not {what} ({type(error).__name__}: {error})", key)
-            continue
-        keys.append(key)
-        digests.append(content_digest(data))
-        if labels is not None:
-            kept.append(labels[index])
+            return "", None, error
+
+    keys, kept, digests, found = [], [], [], []
+    with ThreadPoolExecutor(LISTING_THREADS) as pool:  # file reads and Pillow's C parts overlap
+        for index, (path, (digest, seen, error)) in enumerate(zip(paths, pool.map(examine, paths))):
+            key = key_of(path, root)
+            if error is not None:
+                bad.found(f"{field}: {str(path)!r} is not {what} ({type(error).__name__}: {error})", key)
+                continue
+            keys.append(key)
+            digests.append(digest)
+            found.append(seen)
+            if labels is not None:
+                kept.append(labels[index])
     lost = sorted(set(labels) - set(kept)) if labels is not None else []
     if lost:
         raise KdistillError(f"{field}: every file of class {lost[0]!r} was skipped as unreadable "
