@@ -144,3 +144,15 @@ def test_the_same_files_created_in_another_order_train_the_same_student(tmp_path
     assert students[0].keys() == students[1].keys()
     for name in students[0]:
         np.testing.assert_array_equal(students[0][name], students[1][name])
+
+
+def test_predictions_for_a_table_whose_ids_are_numbers_match_by_key(tmp_path, kdistill):
+    table = tmp_path / "reviews.jsonl"
+    table.write_text("".join(json.dumps({"id": 100 + i, "text": f"word{i % 2} {i}", "label": i % 2}) + "\n"
+                             for i in range(30)))
+    recipe = folder_recipe(tmp_path / "r.yaml", {"dataset": "text_table", "path": str(table)})
+    answers, logits = predictions_csv(tmp_path / "answers.csv", [str(100 + i) for i in range(30)])
+    code, _, err = kdistill("cache", recipe, "--from-predictions", answers, "--store", tmp_path / "store", *set_args())
+    assert code == 0, err
+    keys = sorted(logits)
+    np.testing.assert_array_equal(StoreReader(tmp_path / "store").fetch(key_ids(keys))[:, 0], [logits[k] for k in keys])

@@ -2,9 +2,10 @@
 answers) imported into a soft-target store, so any student can train from it.
 
 Files: ``.npy`` (N, C) in row order; ``.npz`` with ``predictions`` and optionally ``ids``;
-``.csv`` / ``.parquet`` with an optional ``id`` column and one column per class. A table's ``id``
-(or ``key``, ``file``) column may hold the sample keys of a keyed source instead (an image folder's
-relative file paths, ``shirt/0042.png``), matched through :func:`kdistill.data.samples.key_ids`. Without ids the
+``.csv`` / ``.parquet`` with an optional ``id`` column and one column per class. For a keyed
+source (an image folder, a text table) a table's ``id`` (or ``key``, ``file``) column holds the
+sample keys instead (an image folder's relative file paths, ``shirt/0042.png``; a table's ids),
+matched through :func:`kdistill.data.samples.key_ids`. Without ids the
 rows must be the recipe's samples in cache order (train, val, test, transfer) and their count must
 match exactly; with ids, each id is an integer given once (rows are counted from 0, after a header). ``kind: probs`` rows must be non-negative and sum to 1; they are stored as
 logits log p (a zero probability becomes log of float32's smallest normal, ≈ −87.3, so losses stay
@@ -31,17 +32,18 @@ FIELD = "--from-predictions"
 KEY_COLUMNS = ("id", "key", "file")
 
 
-def read_predictions(path: Path) -> tuple[np.ndarray | None, np.ndarray]:
-    """(ids or None, predictions as float64 (N, C)) from a prediction file."""
+def read_predictions(path: Path, keyed: bool = False) -> tuple[np.ndarray | None, np.ndarray]:
+    """(ids or None, predictions as float64 (N, C)) from a prediction file; for ``keyed`` data (a
+    source with string keys) a table's key column holds keys, turned into their ids."""
     if not path.is_file():
         raise KdistillError(f"{FIELD}: {str(path)!r} does not exist")
     if path.suffix in (".npy", ".npz"):
         arrays = load_numpy(path, FIELD, ("predictions",) if path.suffix == ".npz" else ())
         values = arrays.get("predictions", arrays.get("x"))
         return arrays.get("ids"), np.asarray(values, dtype=np.float64)
-    keyed = _keyed_table(path) if path.suffix in (".csv", ".parquet", ".pq") else None
-    if keyed is not None:
-        return keyed
+    by_key = _keyed_table(path) if keyed and path.suffix in (".csv", ".parquet", ".pq") else None
+    if by_key is not None:
+        return by_key
     if path.suffix == ".csv":
         names, table = read_csv(path, FIELD)
     elif path.suffix in (".parquet", ".pq"):
@@ -56,7 +58,7 @@ def read_predictions(path: Path) -> tuple[np.ndarray | None, np.ndarray]:
 
 def _keyed_table(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
     """(ids of the keys, predictions) of a CSV or parquet table whose key column (``id``, ``key``
-    or ``file``) holds sample keys that are not all integers; None for any other table."""
+    or ``file``) holds sample keys; None for a table without one."""
     if path.suffix == ".csv":
         with reading(path, "a UTF-8 CSV", field=FIELD), open(path, newline="", encoding="utf-8") as handle:
             rows = [row for row in csv.reader(handle) if row]
@@ -72,8 +74,6 @@ def _keyed_table(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
     if column is None:
         return None
     keys = [str(row[column]).strip() if len(row) > column else "" for row in body]
-    if all(key.lstrip("-").isdigit() for key in keys):
-        return None
     values = []
     for at, row in enumerate(body, start=first):
         try:
@@ -155,8 +155,8 @@ def cache_predictions(data: TaskData, path: Path, kind: str, store: Path, *, dty
                       k: int | None = None, shard_size: int = 8192, overwrite: bool = False) -> int:
     """Import a prediction file into ``store`` for every sample of ``data``; returns the sample count."""
     sample_ids = np.concatenate([split.ids for split in cache_splits(data)])
-    file_ids, values = read_predictions(path)
     keys = sample_keys(data)["keys"]
+    file_ids, values = read_predictions(path, keyed=keys is not None)
     logits = aligned(file_ids, as_logits(values, kind, path), sample_ids, path, None if keys is None else np.asarray(keys))
     if logits.shape[1] != data.output_dim:
         raise KdistillError(f"{FIELD}: {str(path)!r} has {logits.shape[1]} classes, the data has {data.output_dim}")
