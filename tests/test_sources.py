@@ -185,3 +185,15 @@ def test_python_samples_from_a_torch_dataset():
     assert data.output_dim == 3 and data.input_shape == (2,)
     row = int(data.train.keys[0].split("-")[1])
     np.testing.assert_array_equal(data.train.x[0], [2 * row, 2 * row + 1])
+
+
+def test_python_samples_from_a_tf_data_dataset():
+    tf = pytest.importorskip("tensorflow")
+    images = np.random.default_rng(0).random((30, 4), dtype=np.float32)
+    dataset = tf.data.Dataset.from_tensor_slices((tf.constant([f"k{i:02d}" for i in range(30)]), images,
+                                                  tf.range(30) % 2))
+    data = from_samples(dataset, task="binary")  # an iterable of tensors: read once, held in memory
+    assert sorted(np.concatenate([data.train.keys, data.val.keys, data.test.keys])) == [f"k{i:02d}" for i in range(30)]
+    row = int(data.train.keys[0][1:])
+    np.testing.assert_array_equal(data.train.x[0], images[row])
+    assert data.train.y[0] == row % 2
