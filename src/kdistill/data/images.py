@@ -109,7 +109,7 @@ def decoded_as(listing: Listing, headers: list[tuple[tuple[int, int], str]], con
 def labeled_files(root: Path, table: Path) -> tuple[list[Path], list[str]]:
     """The files of a flat image folder and their labels, from the labels CSV ``table``."""
     field = "data.labels"
-    with reading(table, "a UTF-8 CSV with a header", field=field), open(table, newline="", encoding="utf-8") as handle:
+    with reading(table, "a UTF-8 CSV with a header", field=field, also=(csv.Error,)), open(table, newline="", encoding="utf-8") as handle:
         rows = list(csv.reader(handle))
     header = [name.strip().lower() for name in rows[0]] if rows else []
     file_column = next((header.index(name) for name in FILE_COLUMNS if name in header), None)

@@ -141,7 +141,7 @@ def _records(path: Path) -> list[tuple[str, dict]]:
         frame.columns = [str(name).lower() for name in frame.columns]
         return [(f"row {index}", record) for index, record in enumerate(frame.to_dict("records"))]
     if suffix == ".csv":
-        with reading(path, "a CSV with a header", field="data.path"), \
+        with reading(path, "a CSV with a header", field="data.path", also=(csv.Error,)), \
                 open(path, newline="", encoding="utf-8", errors="surrogateescape") as handle:
             reader = csv.DictReader(handle)
             rows = [(f"line {reader.line_num}", {str(k).strip().lower(): v for k, v in row.items()}) for row in reader]
@@ -177,7 +177,9 @@ def load_text_table(config: DataConfig, task: str) -> TaskData:
     bad = BadSamples(config.on_bad_sample)
     keys, labels, texts, digests = [], [], [], []
     for index, (at, record) in enumerate(records):
-        key = str(record["id"]) if record.get("id") is not None and "id" in record else str(index)
+        if "id" in record and (record["id"] is None or str(record["id"]).strip() == ""):
+            raise KdistillError(f"{where} {at}: has no id (the table's id column keys every row)")
+        key = str(record["id"]).strip() if "id" in record else str(index)
         text, label = record.get("text"), record.get("label")
         if not isinstance(text, str) or label is None or str(label).strip() == "":
             raise KdistillError(f"{where} {at}: needs a text and a label, got text={text!r}, label={label!r}")

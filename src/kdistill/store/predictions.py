@@ -60,7 +60,7 @@ def _keyed_table(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
     """(ids of the keys, predictions) of a CSV or parquet table whose key column (``id``, ``key``
     or ``file``) holds sample keys; None for a table without one."""
     if path.suffix == ".csv":
-        with reading(path, "a UTF-8 CSV", field=FIELD), open(path, newline="", encoding="utf-8") as handle:
+        with reading(path, "a UTF-8 CSV", field=FIELD, also=(csv.Error,)), open(path, newline="", encoding="utf-8") as handle:
             rows = [row for row in csv.reader(handle) if row]
         header, body, first, unit = (rows[0] if rows else []), rows[1:], 2, "line"
     else:
