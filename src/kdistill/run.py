@@ -220,7 +220,9 @@ class PreparedRun:
                 return directory, {}
             data_info = {"name": data.name, "fingerprint": data.fingerprint(), "train": len(data.train),
                          "val": len(data.val), "test": len(data.test),
-                         "transfer": 0 if data.transfer is None else len(data.transfer)}
+                         "transfer": 0 if data.transfer is None else len(data.transfer),
+                         "skipped": sum(data.meta.get(name, {}).get("skipped", 0)
+                                        for name in ("bad_samples", "transfer_bad_samples"))}
             report = write_report(directory, recipe, _environment(recipe, self.pipeline), data_info, results)
         except BaseException as error:
             if not main:

@@ -54,7 +54,8 @@ def _markdown(recipe: Recipe, report: dict) -> str:
            if recipe.foreign_teacher else "")
         + f", task `{recipe.task}`, data `{report['data']['name']}` "
         f"({report['data']['train']} train / {report['data']['val']} val / {report['data']['test']} test"
-        + (f" / {report['data']['transfer']} transfer" if report["data"]["transfer"] else "") + "), "
+        + (f" / {report['data']['transfer']} transfer" if report["data"]["transfer"] else "")
+        + (f"; {report['data']['skipped']} unreadable files skipped" if report["data"].get("skipped") else "") + "), "
         f"losses {', '.join(f'{name}×{weight:g}' for name, weight in recipe.weights.items())}.",
         "",
         f"**{report['verdict']['text']}**",
