@@ -212,10 +212,10 @@ def check_request(recipe: Recipe, formats: list[str], quantize: list[str] | None
     if not formats:
         raise KdistillError("--format: give at least one of onnx, tflite, savedmodel")
     for role in _roles(recipe, roles):
-        for name in formats:
-            fmt = check_format(_backend_of(recipe, role), name)
-            for precision in quantize or ():
-                check_quantize(fmt, precision)
+        chosen = [check_format(_backend_of(recipe, role), name) for name in formats]
+        for precision in quantize or ():  # a quantization applies to the formats that take it
+            if not any(precision in fmt.precisions for fmt in chosen):
+                check_quantize(chosen[0], precision)
 
 
 def export_finished(directory: Path, recipe: Recipe, formats: list[str], quantize: list[str] | None = None,
