@@ -7,13 +7,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kdistill.export.quiet import quiet
+
 
 def quantize_onnx(source: Path, target: Path, precision: str) -> None:
     """``source`` (float32) quantized to ``precision`` (``int8`` | ``float16``) at ``target``."""
     if precision == "int8":
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        quantize_dynamic(source, target, weight_type=QuantType.QInt8)
+        with quiet():  # it advises pre-processing (shape inference) on every call
+            quantize_dynamic(source, target, weight_type=QuantType.QInt8)
         return
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16

@@ -11,6 +11,7 @@ import numpy as np
 from flax import nnx
 
 from kdistill.errors import KdistillError
+from kdistill.export.quiet import quiet
 from kdistill.jax.distiller import eval_view
 
 INPUT, OUTPUT = "inputs", "logits"
@@ -27,8 +28,9 @@ def export(model: nnx.Module, format: str, path: Path, example: np.ndarray) -> N
 
     spec = jax.ShapeDtypeStruct(("batch", *example.shape[1:]), example.dtype)
     try:
-        to_onnx(forward, inputs=[spec], input_names=[INPUT], output_names=[OUTPUT], model_name=type(model).__name__,
-                return_mode="file", output_path=str(path))
+        with quiet():
+            to_onnx(forward, inputs=[spec], input_names=[INPUT], output_names=[OUTPUT], model_name=type(model).__name__,
+                    return_mode="file", output_path=str(path))
     except Exception as error:
         raise KdistillError(f"--format onnx: jax2onnx cannot convert {type(model).__name__}: "
                             f"{str(error).splitlines()[0]}") from None

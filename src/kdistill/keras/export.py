@@ -4,14 +4,13 @@ whose ``optimizations`` and ``target_spec`` quantize it), with a batch dimension
 
 from __future__ import annotations
 
-import contextlib
-import io
 from pathlib import Path
 
 import keras
 import numpy as np
 
 from kdistill.errors import KdistillError
+from kdistill.export.quiet import quiet
 
 KERAS_FORMAT = {"onnx": "onnx", "tflite": "litert", "savedmodel": "tf_saved_model"}
 
@@ -32,7 +31,7 @@ def export(model: keras.Model, format: str, path: Path, example: np.ndarray, qua
     model(example[:1], training=False)  # a subclassed model has its weights and input shape now
     signature = [keras.InputSpec(shape=(None, *example.shape[1:]), dtype=str(example.dtype), name="inputs")]
     try:
-        with contextlib.redirect_stdout(io.StringIO()):  # the converters print their progress
+        with quiet():
             model.export(str(path), format=KERAS_FORMAT[format], verbose=False, input_signature=signature,
                          **(_converter_options(quantize) if format == "tflite" else {}))
     except Exception as error:

@@ -5,8 +5,6 @@ dimension a ``torch.export.Dim``. A model it cannot trace is named by its first 
 
 from __future__ import annotations
 
-import contextlib
-import io
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +12,7 @@ import torch
 from torch import nn
 
 from kdistill.errors import KdistillError
+from kdistill.export.quiet import quiet
 
 INPUT, OUTPUT = "inputs", "logits"
 
@@ -49,12 +48,13 @@ def export(model: nn.Module, format: str, path: Path, example: np.ndarray) -> No
     x = torch.from_numpy(np.ascontiguousarray(example)).to(device)
     batch = torch.export.Dim("batch", min=1)
     try:
-        with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its progress
+        with quiet():
             program = torch.onnx.export(model, (x,), dynamo=True, input_names=[INPUT], output_names=[OUTPUT],
                                         dynamic_shapes=({0: batch},), external_data=False, verbose=False)
         program.save(str(path), external_data=False)
     except Exception as error:
-        layer = _untraceable_layer(model, x)
+        with quiet():
+            layer = _untraceable_layer(model, x)
         where = f"layer {layer}" if layer else f"{type(model).__name__}: {str(error).splitlines()[0]}"
         raise KdistillError(f"--format onnx: torch.onnx.export cannot trace the model: {where}") from None
     finally:
