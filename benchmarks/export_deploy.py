@@ -8,11 +8,13 @@ the runtime beside the same ratio in the framework (does the deployment keep the
     python benchmarks/export_deploy.py                                   # digits default, torch
     python benchmarks/export_deploy.py fashion_mnist_cnn --backends torch keras jax \\
         --set train.epochs=2 --set teacher.train.epochs=2                # ONNX agreement per backend
+    python benchmarks/export_deploy.py --backends torch keras --out runs/deploy --print-only  # the tables again
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from kdistill.run import run
 
 
 def _ratio(numerator: float, denominator: float) -> str:
-    return f"{numerator / denominator:.2f}"
+    return f"{numerator / denominator:.3g}"
 
 
 def table(report: dict) -> list[str]:
@@ -63,14 +65,20 @@ def main() -> None:
     parser.add_argument("--backends", nargs="+", default=["torch"])
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", help="keep the runs in OUT/BACKEND (default: a temporary directory)")
+    parser.add_argument("--print-only", action="store_true", help="print the tables of the finished runs in --out again")
     args = parser.parse_args()
+    if args.print_only and not args.out:
+        parser.error("--print-only reads the runs in --out")
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(args.out or scratch)
         for backend in args.backends:
             formats = "[onnx, tflite]" if backend == "keras" else "[onnx]"
             recipe = load_recipe(args.recipe, [f"backend={backend}", "train.progress=false", f"output.export={formats}",
                                                "output.quantize=[int8, float16]", *args.overrides])
-            _, report = run(recipe, root / backend, overwrite=True)
+            if args.print_only:
+                report = json.loads((root / backend / "report.json").read_text())
+            else:
+                _, report = run(recipe, root / backend, overwrite=True)
             for row in report["deploy"]["rows"]:
                 if row["precision"] == "float32" and row["role"] == "distilled":
                     check = row["verification"]
