@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kdistill.errors import KdistillError
+from kdistill.errors import KdistillError, writing
 from kdistill.export.quiet import quiet
 
 INPUT, OUTPUT = "inputs", "logits"
@@ -51,7 +51,6 @@ def export(model: nn.Module, format: str, path: Path, example: np.ndarray) -> No
         with quiet():
             program = torch.onnx.export(model, (x,), dynamo=True, input_names=[INPUT], output_names=[OUTPUT],
                                         dynamic_shapes=({0: batch},), external_data=False, verbose=False)
-        program.save(str(path), external_data=False)
     except Exception as error:
         with quiet():
             layer = _untraceable_layer(model, x)
@@ -59,3 +58,5 @@ def export(model: nn.Module, format: str, path: Path, example: np.ndarray) -> No
         raise KdistillError(f"--format onnx: torch.onnx.export cannot trace the model: {where}") from None
     finally:
         model.train(was_training)
+    with writing(path, "this ONNX file"):
+        program.save(str(path), external_data=False)
