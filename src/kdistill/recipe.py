@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from kdistill import backends
 from kdistill.errors import KdistillError
+from kdistill.export.formats import FORMATS
 from kdistill.losses import CATALOGUE, FEATURE_LOSSES, LOSSES_BY_TASK
 
 BUILTIN_DIR = Path(__file__).parent / "recipes"
@@ -292,6 +293,10 @@ class CompareConfig(StrictModel):
 
 class OutputConfig(StrictModel):
     dir: str | None = None
+    export: list[Literal["onnx", "tflite", "savedmodel"]] = []
+    """Formats the finished run's models are exported to (``kdistill export``), verified in their runtime."""
+    quantize: list[Literal["int8", "float16"]] = []
+    """Post-training quantizations written beside each float32 export that takes them."""
 
 
 class Recipe(StrictModel):
@@ -382,6 +387,11 @@ class Recipe(StrictModel):
                 raise ValueError(f"train.data_parallel: {self.backend!r} runs data-parallel as processes "
                                  f"(kdistill run --nproc N); sharding over one process's devices is for backend(s) {able}")
             refuse("train.data_parallel", backends.DATA_PARALLEL, self.backend, "sharding over the devices of one process")
+        for fmt in self.output.export:
+            for backend in {self.backend, *([self.teacher.backend] if self.foreign_teacher and not self.teacher.store else [])}:
+                refuse("output.export", FORMATS[fmt].capability, backend, f"{fmt} export")
+        if self.output.quantize and not self.output.export:
+            raise ValueError("output.quantize: quantizes the files of output.export, which names no format")
         if self.teacher.online:
             if not self.foreign_teacher:
                 raise ValueError(f"teacher.online: runs a teacher of another framework (teacher.backend) per chunk of "

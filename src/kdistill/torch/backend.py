@@ -226,6 +226,11 @@ class TorchBackend(Backend):
                device: torch.device) -> TorchRunner:
         return TorchRunner(distiller, data, config, total_steps, transfer, device)
 
+    def export(self, model: nn.Module, format: str, path: Path, example: np.ndarray, quantize: str | None = None) -> None:
+        from kdistill.torch.export import export
+
+        export(model, format, path, example)
+
     def student(self, distiller: Distiller) -> nn.Module:
         return distiller.student
 
