@@ -269,6 +269,15 @@ class TrainConfig(StrictModel):
     ``keras.distribution.DataParallel`` on the Keras JAX backend, ``tf.distribute.MirroredStrategy``
     on the TensorFlow backend (the torch Keras backend is refused). PyTorch uses
     ``kdistill run --nproc N`` (torchrun) instead."""
+    workers: int | None = Field(None, ge=0)
+    """Threads that read (decode, augment) a streamed or augmented split's batches ahead of the
+    step (:mod:`kdistill.data.stream`); default: one per CPU core this process may use (at most
+    8); 0 reads in the training thread, without prefetch."""
+    prefetch: int = Field(2, ge=1)
+    """Chunks of steps read ahead of the one training (memory holds at most this many + 1)."""
+    checkpoint_steps: int | None = Field(None, ge=1)
+    """Also checkpoint within an epoch, at the first chunk boundary after every this many steps,
+    so ``--resume`` continues mid-epoch (default: after every epoch only)."""
     log: list[Literal["tensorboard", "mlflow"]] = []
     """Training events besides the progress bar: per-epoch loss terms, validation metric and epoch
     time to TensorBoard event files (``OUT/logs/tensorboard/ROLE``) and/or MLflow (``OUT/logs/mlruns``)."""
@@ -377,8 +386,6 @@ class Recipe(StrictModel):
             if not backends.supports(backend, capability):
                 able = ", ".join(backends.with_capability(capability))
                 raise ValueError(f"{field}: {what} is for backend(s) {able}, not {backend!r}")
-        if self.data.augment is not None:
-            refuse("data.augment", backends.AUGMENT, self.backend, "seeded augmentation views")
         if self.features:
             refuse("features", backends.FEATURES, self.backend, "feature distillation")
         if self.train.data_parallel:

@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from kdistill.backends.contract import Backend
 
 # what a backend can do, checked in one place (:func:`require`)
-AUGMENT = "augment"                  # data.augment: seeded views of every batch
 DATA_PARALLEL = "data_parallel"      # train.data_parallel: one process, several devices
 NPROC = "nproc"                      # kdistill run/cache --nproc N: several processes
 ONLINE_FOREIGN = "online_foreign"    # hosts a teacher of another framework per chunk of steps (teacher.online)
@@ -49,7 +48,7 @@ class BackendInfo:
 
 
 REGISTRY: dict[str, BackendInfo] = {info.name: info for info in (
-    BackendInfo("torch", "torch", ("torch",), frozenset({AUGMENT, NPROC, ONLINE_FOREIGN, FEATURES, EXPORT_ONNX})),
+    BackendInfo("torch", "torch", ("torch",), frozenset({NPROC, ONLINE_FOREIGN, FEATURES, EXPORT_ONNX})),
     BackendInfo("keras", "tensorflow", ("keras",), frozenset({DATA_PARALLEL, DLPACK_TEACHER, FEATURES, EXPORT_ONNX,
                                                              EXPORT_TFLITE, EXPORT_SAVEDMODEL})),
     BackendInfo("jax", "jax", ("jax", "flax", "optax"), frozenset({DATA_PARALLEL, DLPACK_TEACHER, FEATURES, EXPORT_ONNX})),

@@ -20,7 +20,9 @@ from typing import Any
 import numpy as np
 
 from kdistill.backends import BackendInfo
+from kdistill.data.samples import Samples, is_streamed
 from kdistill.data.splits import TaskData
+from kdistill.data.stream import read_batches
 from kdistill.objective import Objective
 from kdistill.recipe import FeaturePair, ModelConfig, TrainConfig
 from kdistill.training import History
@@ -108,8 +110,18 @@ class Backend(ABC):
     def count_parameters(self, model: Any) -> int: ...
 
     @abstractmethod
-    def predict(self, model: Any, x: np.ndarray, batch_size: int, device: Any) -> np.ndarray:
-        """Raw outputs (logits at T = 1) in inference mode, as float64 numpy."""
+    def predict_array(self, model: Any, x: np.ndarray, batch_size: int, device: Any) -> np.ndarray:
+        """Raw outputs (logits at T = 1) on in-memory inputs, in inference mode, as float64 numpy."""
+
+    def predict(self, model: Any, x: np.ndarray | Samples, batch_size: int, device: Any,
+                workers: int | None = None) -> np.ndarray:
+        """Raw outputs (logits at T = 1) in inference mode, as float64 numpy; inputs that stream
+        from disk are read ``batch_size`` rows at a time by ``workers`` reader threads
+        (:func:`kdistill.data.stream.read_batches`), never whole."""
+        if not is_streamed(x):
+            return self.predict_array(model, x, batch_size, device)
+        return np.concatenate([self.predict_array(model, batch, batch_size, device)
+                               for batch in read_batches(x, batch_size, workers)])
 
     @abstractmethod
     def timed_forward(self, model: Any, x: np.ndarray, device: Any) -> Callable[[int], None]:

@@ -1,6 +1,7 @@
 """The JAX backend (Flax NNX + Optax): the contract of :mod:`kdistill.backends.contract` on NNX
 modules. Its step is one ``jax.jit`` over split NNX state (``nnx.split`` → graphdef + arrays): it
-gathers the batch from device-resident data by row indices, runs the teacher (eval mode,
+gathers the batch from device-resident data by row indices (or takes the inputs the host read
+for it: a streamed or augmented split), runs the teacher (eval mode,
 ``stop_gradient``) or slices the chunk of stored teacher outputs, takes the student's loss and
 gradients and applies the Optax update, donating parameters, other state and optimizer state.
 Dropout keys live in the model state, so they are checkpointed with it. With
@@ -26,6 +27,7 @@ from flax import nnx
 
 from kdistill.backends import REGISTRY
 from kdistill.backends.contract import Backend, StepRunner
+from kdistill.data.samples import Samples, is_streamed
 from kdistill.data.splits import TaskData
 from kdistill.errors import KdistillError
 from kdistill.jax.distiller import Distiller, eval_view, probe_shapes, train_view
@@ -71,17 +73,20 @@ def make_optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTrans
 
 def make_train_step(distiller: Distiller, optimizer: optax.GradientTransformation, offline: bool) -> Callable:
     """The jitted step: (params, rest, opt_state, teacher_state, data, rows, transfer_rows,
-    stored) → (params, rest, opt_state, [total, *parts]); ``stored`` is None or (a chunk of stored
-    teacher outputs on the device, where this step's rows start in it)."""
+    stored, host_x) → (params, rest, opt_state, [total, *parts]); ``stored`` is None or (a chunk
+    of stored teacher outputs on the device, where this step's rows start in it); ``host_x`` is
+    None (the inputs are gathered from the device-resident ``data``) or the step's inputs."""
     graphdef = nnx.graphdef(train_view(distiller.trainee))
     teacher = None if offline else distiller.teacher
     teacher_graph = nnx.graphdef(eval_view(teacher)) if isinstance(teacher, nnx.Module) else None
 
-    def step(params, rest, opt_state, teacher_state, data, rows, transfer_rows, stored):
+    def step(params, rest, opt_state, teacher_state, data, rows, transfer_rows, stored, host_x):
         x_train, y_train, x_transfer = data
-        x, y = x_train[rows], y_train[rows]
-        if transfer_rows is not None:
-            x = jnp.concatenate([x, x_transfer[transfer_rows]])
+        y = y_train[rows]
+        if host_x is not None:  # the step's inputs read on the host (labeled rows, then transfer rows)
+            x = host_x
+        else:
+            x = x_train[rows] if transfer_rows is None else jnp.concatenate([x_train[rows], x_transfer[transfer_rows]])
         teacher_out = None if stored is None else jax.lax.dynamic_slice_in_dim(stored[0], stored[1], x.shape[0])
         frozen = teacher if teacher_graph is None else nnx.merge(teacher_graph, teacher_state)  # module or function
         trainee = nnx.merge(graphdef, params, rest)
@@ -99,16 +104,22 @@ def _key_data(leaf: jax.Array) -> jax.Array:
     return jax.random.key_data(leaf) if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key) else leaf
 
 
+def on_device(x: np.ndarray | Samples) -> jax.Array | None:
+    """A split's inputs on the default device when in memory (streamed ones come per step)."""
+    return None if is_streamed(x) else jnp.asarray(x)
+
+
 class JaxRunner(StepRunner):
-    """The jitted step over device-resident splits; state: parameters, other NNX state (dropout
+    """The jitted step over device-resident splits, or over the host inputs each step carries (a
+    streamed or augmented split); state: parameters, other NNX state (dropout
     keys, batch statistics) and the Optax state, as arrays named by their tree paths."""
 
     def __init__(self, distiller: Distiller, data: TaskData, config: TrainConfig, total_steps: int, transfer: bool,
                  device: jax.Device):
         self.distiller, self.device = distiller, device
         self.names = ["total", *distiller.objective.parts]
-        self.device_data = (jnp.asarray(data.train.x), jnp.asarray(data.train.y),
-                            jnp.asarray(data.transfer.x) if transfer else None)
+        self.device_data = (on_device(data.train.x), jnp.asarray(data.train.y),
+                            on_device(data.transfer.x) if transfer else None)
         self.capacity = CHECK_EVERY * config.batch_size * (2 if transfer else 1)
         self.optimizer = make_optimizer(config, total_steps)
         offline = distiller.teacher is None and distiller.objective.distills
@@ -123,6 +134,7 @@ class JaxRunner(StepRunner):
             self.state_tree = self.parallel.replicate(self.state_tree)
 
     def _rows(self, rows: np.ndarray | None) -> jax.Array | None:
+        """Row indices or a step's host inputs on the device (sharded by rows under data parallelism)."""
         if rows is None:
             return None
         return jnp.asarray(rows) if self.parallel is None else self.parallel.rows(rows)
@@ -139,7 +151,7 @@ class JaxRunner(StepRunner):
             state["params"], state["rest"], state["opt"], losses = self.train_step(
                 state["params"], state["rest"], state["opt"], self.teacher_state, self.device_data,
                 self._rows(step.rows), self._rows(step.transfer_rows),
-                None if stored is None else (stored, starts[index]))
+                None if stored is None else (stored, starts[index]), self._rows(step.x))
             recorded.append(losses)
         return recorded
 
@@ -200,7 +212,7 @@ class JaxBackend(Backend):
     def count_parameters(self, model: nnx.Module) -> int:
         return count_parameters(model)
 
-    def predict(self, model: nnx.Module, x: np.ndarray, batch_size: int, device: jax.Device) -> np.ndarray:
+    def predict_array(self, model: nnx.Module, x: np.ndarray, batch_size: int, device: jax.Device) -> np.ndarray:
         with jax.default_device(device):
             return predict(model, jnp.asarray(x), batch_size)
 

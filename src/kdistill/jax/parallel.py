@@ -23,7 +23,8 @@ from jax.sharding import PartitionSpec as P
 
 
 class DataParallel:
-    """Where arrays live on the mesh: ``replicate`` for state, ``rows`` for batch row indices."""
+    """Where arrays live on the mesh: ``replicate`` for state, ``rows`` for a batch's row indices
+    and host inputs."""
 
     def __init__(self, devices: list[jax.Device] | None = None) -> None:
         self.mesh = Mesh(np.array(devices or jax.devices()), ("data",))
@@ -35,5 +36,6 @@ class DataParallel:
         return jax.device_put(tree, self._replicated)
 
     def rows(self, rows: np.ndarray) -> jax.Array:
-        """Batch row indices, sharded over the devices when they divide the batch, else replicated."""
+        """A batch's row indices (or inputs), sharded by rows over the devices when they divide
+        the batch, else replicated."""
         return jax.device_put(rows, self._sharded if len(rows) % self.size == 0 else self._replicated)

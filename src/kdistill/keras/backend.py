@@ -160,7 +160,7 @@ class KerasBackend(Backend):
     def count_parameters(self, model: keras.Model) -> int:
         return int(model.count_params())
 
-    def predict(self, model: keras.Model, x: np.ndarray, batch_size: int, device: str) -> np.ndarray:
+    def predict_array(self, model: keras.Model, x: np.ndarray, batch_size: int, device: str) -> np.ndarray:
         return predict(model, x, batch_size)
 
     def timed_forward(self, model: keras.Model, x: np.ndarray, device: str) -> Callable[[int], None]:

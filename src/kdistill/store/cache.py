@@ -17,6 +17,7 @@ import numpy as np
 from kdistill.data.augment import augment as augment_views
 from kdistill.data.samples import Samples, concatenate
 from kdistill.data.splits import Split, TaskData
+from kdistill.data.stream import read_batches
 from kdistill.errors import KdistillError
 from kdistill.progress import console, sample_progress
 from kdistill.recipe import AugmentConfig, Recipe
@@ -85,20 +86,22 @@ def cache_teacher(recipe: Recipe, data: TaskData, store: Path, backend: "Backend
     settings = store_settings(recipe, data, recipe.backend, spec, dtype=dtype, k=k, views=views, shard_size=shard_size)
     ids, x = cache_inputs(data)
     return cache_outputs(predict, ids, x, store, settings, overwrite=overwrite, batch_size=batch_size,
-                         augment=recipe.data.augment)
+                         augment=recipe.data.augment, workers=recipe.train.workers)
 
 
-def cache_outputs(predict: Predict, ids: np.ndarray, x: np.ndarray, store: Path, settings: dict[str, Any], *,
-                  overwrite: bool, batch_size: int, augment: AugmentConfig | None) -> dict:
-    """Cache the teacher's outputs for ``ids`` (inputs ``x``) as one store (resuming a killed run)."""
+def cache_outputs(predict: Predict, ids: np.ndarray, x: np.ndarray | Samples, store: Path, settings: dict[str, Any], *,
+                  overwrite: bool, batch_size: int, augment: AugmentConfig | None, workers: int | None = None) -> dict:
+    """Cache the teacher's outputs for ``ids`` (inputs ``x``) as one store (resuming a killed run);
+    streamed inputs are read a batch at a time by ``workers`` reader threads."""
     views = settings["views"]
     writer = StoreWriter(store, ids=ids, overwrite=overwrite, **settings)
     num_classes = settings["num_classes"]
     started = time.perf_counter()
     with sample_progress("cache", len(ids), writer.resume_from) as progress:
-        for start in range(writer.resume_from, len(ids), batch_size):
+        batches = read_batches(x, batch_size, workers, start=writer.resume_from)
+        for start, batch in zip(range(writer.resume_from, len(ids), batch_size), batches):
             batch_ids = ids[start:start + batch_size]
-            inputs = [x[start:start + batch_size]]
+            inputs = [batch]
             if views is not None:
                 inputs += [augment_views(inputs[0], batch_ids, np.full(len(batch_ids), view), augment)
                            for view in range(1, views + 1)]

@@ -21,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from kdistill.backends import REGISTRY
 from kdistill.backends.contract import Backend, StepRunner
+from kdistill.data.samples import is_streamed
 from kdistill.data.splits import Split, TaskData
 from kdistill.errors import KdistillError
 from kdistill.objective import Objective
@@ -31,8 +32,9 @@ from kdistill.torch.models import build_model, count_parameters, save_model
 from kdistill.training.plan import Step
 
 
-def tensors(split: Split, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
-    x = torch.from_numpy(np.ascontiguousarray(split.x)).to(device)
+def tensors(split: Split, device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The split on ``device``: its inputs only when in memory (streamed ones come per step)."""
+    x = None if is_streamed(split.x) else torch.from_numpy(np.ascontiguousarray(split.x)).to(device)
     y = None if split.y is None else torch.from_numpy(np.ascontiguousarray(split.y)).to(device)
     return x, y
 
@@ -68,7 +70,8 @@ def make_schedule(optimizer: torch.optim.Optimizer, name: str, total_steps: int)
 
 
 class TorchRunner(StepRunner):
-    """Eager steps over device-resident splits; state: the distiller's tensors, the optimizer's
+    """Eager steps over device-resident splits, or over the host inputs each step carries (a
+    streamed or augmented split); state: the distiller's tensors, the optimizer's
     per-parameter tensors and learning rates, the schedule's step count and the RNG state."""
 
     def __init__(self, distiller: Distiller, data: TaskData, config: TrainConfig, total_steps: int, transfer: bool,
@@ -198,7 +201,7 @@ class TorchBackend(Backend):
     def count_parameters(self, model: nn.Module) -> int:
         return count_parameters(model)
 
-    def predict(self, model: nn.Module, x: np.ndarray, batch_size: int, device: torch.device) -> np.ndarray:
+    def predict_array(self, model: nn.Module, x: np.ndarray, batch_size: int, device: torch.device) -> np.ndarray:
         return predict(model, x, batch_size, device)
 
     def timed_forward(self, model: nn.Module, x: np.ndarray, device: torch.device) -> Callable[[int], None]:

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from kdistill.data.samples import Samples
 from kdistill.data.splits import TaskData
+from kdistill.data.stream import rows_between
 from kdistill.errors import KdistillError
 from kdistill.progress import console
 from kdistill.recipe import Recipe
@@ -32,7 +34,8 @@ def cache_teacher(recipe: Recipe, data: TaskData, store: Path, *, dtype: str = "
     run, spec = teacher_predict(recipe, data, batch_size, BACKEND)
     settings = store_settings(recipe, data, "torch", spec, dtype=dtype, k=k, views=views, shard_size=shard_size)
     ids, x = cache_inputs(data)
-    options = {"overwrite": overwrite, "batch_size": batch_size, "augment": recipe.data.augment}
+    options = {"overwrite": overwrite, "batch_size": batch_size, "augment": recipe.data.augment,
+               "workers": recipe.train.workers}
     ranks = distributed.setup(BACKEND.device(recipe.train.device))
     try:
         if ranks is None:
@@ -42,7 +45,7 @@ def cache_teacher(recipe: Recipe, data: TaskData, store: Path, *, dtype: str = "
         distributed.teardown()
 
 
-def _cache_distributed(ranks: distributed.Ranks, teacher_predict: Predict, ids: np.ndarray, x: np.ndarray,
+def _cache_distributed(ranks: distributed.Ranks, teacher_predict: Predict, ids: np.ndarray, x: np.ndarray | Samples,
                        store: Path, settings: dict, options: dict) -> dict:
     """This rank's whole shards into ``STORE/part-R``; then rank 0 joins the parts."""
     if (store / MANIFEST).exists() and not options["overwrite"]:
@@ -51,7 +54,7 @@ def _cache_distributed(ranks: distributed.Ranks, teacher_predict: Predict, ids: 
     summary = {"samples": 0, "written": 0, "seconds": 0.0, "shards": 0}
     finished = (part_path(store, ranks.rank) / MANIFEST).exists() and not options["overwrite"]  # a rerun after a crash
     if start < end and not finished:
-        summary = cache_outputs(teacher_predict, ids[start:end], x[start:end], part_path(store, ranks.rank),
+        summary = cache_outputs(teacher_predict, ids[start:end], rows_between(x, start, end), part_path(store, ranks.rank),
                                 settings, **options)
     distributed.barrier()
     if ranks.rank == 0:

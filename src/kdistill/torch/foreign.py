@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from kdistill.data.augment import augment as augment_views
+from kdistill.data.samples import concatenate
 from kdistill.data.splits import TaskData
 from kdistill.recipe import AugmentConfig
 from kdistill.training import History
@@ -69,7 +70,7 @@ class OnlineForeignTeacher:
         the view the student gets (:func:`kdistill.data.augment.augment`), run ``batch_size`` rows
         at a time: what :func:`kdistill.training.loop.fit` reads like a store's ``fetch``."""
         splits = [split for split in (data.train, data.transfer) if split is not None]
-        ids, x = np.concatenate([split.ids for split in splits]), np.concatenate([split.x for split in splits])
+        ids, x = np.concatenate([split.ids for split in splits]), concatenate([split.x for split in splits])
         order = np.argsort(ids)
 
         def teacher_outputs(batch_ids: np.ndarray, views: np.ndarray | None) -> torch.Tensor:

@@ -1,5 +1,6 @@
 """Checkpoints of every backend in one format: ``ROLE.ckpt.safetensors`` (the fit's state as named
-arrays: weights, optimizer, random state) and ``ROLE.ckpt.json`` (epoch, history, array names). Both
+arrays: weights, optimizer, random state) and ``ROLE.ckpt.json`` (epoch, history, array names and,
+for a checkpoint taken within an epoch, the steps of the next epoch done and their losses). Both
 are written to temporary names and renamed, the JSON last, so a checkpoint is whole or absent.
 Resuming reads tensors and JSON only: nothing is ever unpickled. A resume that finds a file of
 another kind where checkpoints live (a pickle, say) refuses it by name without opening it."""
@@ -26,8 +27,19 @@ def files(stem: Path) -> tuple[Path, Path]:
     return stem.with_name(stem.name + ".ckpt.safetensors"), stem.with_name(stem.name + ".ckpt.json")
 
 
-def save(stem: Path, arrays: dict[str, np.ndarray], epoch: int, history: History) -> None:
-    """Write the state after ``epoch`` (0-based) and the history so far."""
+@dataclasses.dataclass(frozen=True)
+class Within:
+    """How far a checkpoint taken within an epoch got: its first ``step`` steps done, their loss
+    rows ``[total, *parts]`` and the training seconds they took."""
+
+    step: int
+    losses: list[list[float]]
+    seconds: float
+
+
+def save(stem: Path, arrays: dict[str, np.ndarray], epoch: int, history: History, within: Within | None = None) -> None:
+    """Write the state after ``epoch`` (0-based; -1 before the first) and the history so far, and
+    ``within`` the next epoch how far it got."""
     tensors, sidecar = files(stem)
     with writing(tensors, "this file"):
         tensors.parent.mkdir(parents=True, exist_ok=True)
@@ -36,6 +48,8 @@ def save(stem: Path, arrays: dict[str, np.ndarray], epoch: int, history: History
                   metadata={"format": FORMAT})
         os.replace(tmp, tensors)
     meta = {"format": FORMAT, "epoch": epoch, "history": dataclasses.asdict(history), "arrays": sorted(arrays)}
+    if within is not None:
+        meta["within"] = dataclasses.asdict(within)
     with writing(sidecar, "this file"):
         tmp = sidecar.with_name(sidecar.name + ".tmp")
         tmp.write_text(json.dumps(meta))
@@ -56,7 +70,8 @@ def refuse_foreign(directory: Path) -> None:
 
 
 def load(stem: Path, role: str) -> tuple[dict[str, np.ndarray], int, History]:
-    """The arrays, the last finished epoch and the history of a checkpoint."""
+    """The arrays, the last finished epoch and the history of a checkpoint (:func:`within`: how
+    far the next epoch got)."""
     tensors, sidecar = files(stem)
     try:
         meta = json.loads(sidecar.read_text())
@@ -82,3 +97,14 @@ def check_fits(arrays: dict[str, np.ndarray], expected: dict[str, np.ndarray], r
         raise KdistillError(f"--resume: {files(stem)[0]} does not fit this recipe's {role} model "
                             f"(resume with the recipe of the interrupted run, or start afresh in another --out); "
                             f"differing arrays: {', '.join(wrong[:5])}{' ...' if len(wrong) > 5 else ''}")
+
+
+def within(stem: Path) -> Within | None:
+    """How far into the epoch after its last finished one a checkpoint (read by :func:`load`
+    first) got; None for one taken at an epoch's end."""
+    saved = json.loads(files(stem)[1].read_text()).get("within")
+    try:
+        return None if saved is None else Within(int(saved["step"]), saved["losses"], float(saved["seconds"]))
+    except (KeyError, TypeError, ValueError):
+        raise KdistillError(f"--resume: {files(stem)[1]} is not a {FORMAT} checkpoint (its 'within' is {saved!r}); "
+                            "start afresh in another --out") from None

@@ -9,21 +9,29 @@ once the next chunk is running (the device rarely waits) and checked to be finit
 names its epoch and exact step and keeps the last good checkpoint. After every epoch: the
 validation metric, the events (progress bar, TensorBoard, MLflow) and a checkpoint
 (:mod:`kdistill.training.checkpoint`); resuming from it continues exactly as an uninterrupted run.
+With ``train.checkpoint_steps``, checkpoints are also taken within an epoch, at chunk boundaries,
+and a resume continues from that step.
+
+Inputs stay on the device when the data is in memory; a split that streams from disk, or any
+split under ``data.augment``, is read on the host by :mod:`kdistill.data.stream`: parallel
+workers decode (and augment) each step's rows after ``runner.local`` chose this process's share,
+a few chunks ahead of the one training, in the order of the plan.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import time
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from kdistill.backends.contract import Backend, StepRunner
-from kdistill.data.augment import augment as augment_views
 from kdistill.data.splits import TaskData
+from kdistill.data.stream import needs_reader, read_ahead, step_reader
 from kdistill.errors import TrainingDiverged
 from kdistill.progress import epoch_progress
 from kdistill.ranks import is_main_process
@@ -50,10 +58,11 @@ def check_finite(role: str, epoch: int, first_step: int, rows: np.ndarray, names
 class _EpochLosses:
     """An epoch's per-step losses: chunks pending on the device, then checked rows on the host."""
 
-    def __init__(self, role: str, epoch: int, runner: StepRunner, kept: Path | None, progress):
+    def __init__(self, role: str, epoch: int, runner: StepRunner, kept: Path | None, progress,
+                 done: checkpoint.Within | None = None):
         self.role, self.epoch, self.runner, self.kept, self.progress = role, epoch, runner, kept, progress
         self.pending: list[tuple[int, Any]] = []
-        self.rows: list[np.ndarray] = []
+        self.rows: list[np.ndarray] = [] if done is None or not done.losses else [np.asarray(done.losses, np.float64)]
 
     def add(self, first_step: int, pending: Any) -> None:
         self.pending.append((first_step, pending))
@@ -69,6 +78,30 @@ class _EpochLosses:
 
     def means(self) -> list[float]:
         return np.concatenate(self.rows).mean(axis=0).tolist()
+
+    def checked(self) -> list[list[float]]:
+        """Every row so far, read and checked (what a checkpoint within the epoch keeps)."""
+        self.check()
+        return np.concatenate(self.rows).tolist() if self.rows else []
+
+
+def _chunks(planned: Sequence[Step], first_step: int, read: Callable[[Step], Step] | None,
+            config: TrainConfig) -> Iterator[tuple[int, list[Step]]]:
+    """The planned steps from ``first_step`` on, ``CHECK_EVERY`` at a time with their first step's
+    index; with ``read``, each step's host inputs read ahead by the reader's workers."""
+    todo = planned[first_step:]
+    steps = iter(todo) if read is None else read_ahead(todo, read, config.workers, config.prefetch * CHECK_EVERY)
+    with contextlib.closing(steps) if read is not None else contextlib.nullcontext():
+        for first in range(first_step, len(planned), CHECK_EVERY):
+            yield first, list(itertools.islice(steps, CHECK_EVERY))
+
+
+def _checkpoint_due(every: int | None, epoch: int, steps: int, first: int, done: int) -> bool:
+    """Has the run passed a multiple of ``train.checkpoint_steps`` within ``[first, done)`` of
+    ``epoch`` (its end excluded: the epoch's own checkpoint follows)?"""
+    if every is None or done == steps:
+        return False
+    return (epoch * steps + first) // every < (epoch * steps + done) // every
 
 
 def fit(role: str, backend: Backend, distiller: Any, data: TaskData, config: TrainConfig, device: Any, *,
@@ -90,14 +123,14 @@ def fit(role: str, backend: Backend, distiller: Any, data: TaskData, config: Tra
     n_transfer = len(data.transfer) if transfer else None
     steps = steps_per_epoch(len(data.train), config.batch_size)
     runner = backend.runner(distiller, data, config, steps * config.epochs, transfer, device)
-    history, start_epoch = History(metric=PRIMARY[data.task]), 0
+    history, start_epoch, done = History(metric=PRIMARY[data.task]), 0, None
     if resume and checkpoint_stem is not None:
         checkpoint.refuse_foreign(checkpoint_stem.parent)
         if checkpoint.exists(checkpoint_stem):
             arrays, last_epoch, history = checkpoint.load(checkpoint_stem, role)
             checkpoint.check_fits(arrays, runner.state(), role, checkpoint_stem)
             runner.load_state(arrays)
-            start_epoch = last_epoch + 1
+            start_epoch, done = last_epoch + 1, checkpoint.within(checkpoint_stem)
     main = is_main_process()
     events = None
     if config.log and main:
@@ -105,11 +138,12 @@ def fit(role: str, backend: Backend, distiller: Any, data: TaskData, config: Tra
 
         events = Events(run_dir, role, config.log)
     needs_ids = teacher_outputs is not None or augment is not None
+    read = step_reader(data, augment) if needs_reader(data, augment) else None
     try:
         with runner.session(), epoch_progress(role, config.epochs, steps, enabled=config.progress and main) as progress:
             progress.skip(start_epoch)
             for epoch in range(start_epoch, config.epochs):
-                started = time.perf_counter()
+                started = time.perf_counter() - (done.seconds if done is not None else 0.0)
                 plan = epoch_plan(config.seed, epoch, len(data.train), n_transfer, config.batch_size)
                 planned = [runner.local(Step(*plan.batch(index))) for index in range(plan.steps)]
                 if needs_ids:
@@ -117,25 +151,28 @@ def fit(role: str, backend: Backend, distiller: Any, data: TaskData, config: Tra
                                for step in planned]
                 kept = checkpoint.files(checkpoint_stem)[0] if checkpoint_stem is not None and \
                     checkpoint.exists(checkpoint_stem) else None
-                losses = _EpochLosses(role, epoch, runner, kept, progress)
-                for first in range(0, len(planned), CHECK_EVERY):
-                    chunk = planned[first:first + CHECK_EVERY]
-                    if augment is not None:  # views drawn on the host from the numpy inputs
-                        chunk = [replace(step, x=augment_views(step.inputs(data), step.ids, step.views, augment))
-                                 for step in chunk]
-                    outputs = None
-                    if teacher_outputs is not None:  # one read (or one call) for the whole chunk
-                        outputs = teacher_outputs(np.concatenate([step.ids for step in chunk]),
-                                                  None if augment is None else np.concatenate([s.views for s in chunk]))
-                    losses.add(first, runner.run(chunk, outputs))
-                    losses.check(keep_last=1)  # the previous chunk: done by now, while this one runs
+                losses = _EpochLosses(role, epoch, runner, kept, progress, done)
+                with contextlib.closing(_chunks(planned, 0 if done is None else done.step, read, config)) as chunks:
+                    for first, chunk in chunks:  # closed early (an error): the readers stop
+                        outputs = None
+                        if teacher_outputs is not None:  # one read (or one call) for the whole chunk
+                            outputs = teacher_outputs(np.concatenate([step.ids for step in chunk]),
+                                                      None if augment is None else np.concatenate([s.views for s in chunk]))
+                        losses.add(first, runner.run(chunk, outputs))
+                        losses.check(keep_last=1)  # the previous chunk: done by now, while this one runs
+                        if checkpoint_stem is not None and main and \
+                                _checkpoint_due(config.checkpoint_steps, epoch, plan.steps, first, first + len(chunk)):
+                            within = checkpoint.Within(first + len(chunk), losses.checked(), time.perf_counter() - started)
+                            checkpoint.save(checkpoint_stem, runner.state(), epoch - 1, history, within)
+                done = None
                 losses.check()
                 runner.finish()
                 seconds = time.perf_counter() - started
                 history.train_seconds += seconds
                 history.epoch_seconds.append(seconds)
                 history.loss.append(dict(zip(runner.names, losses.means())))
-                outputs = backend.predict(backend.student(distiller), data.val.x, config.eval_batch_size, device)
+                outputs = backend.predict(backend.student(distiller), data.val.x, config.eval_batch_size, device,
+                                          workers=config.workers)
                 history.val.append(task_metrics(data.task, outputs, data.val.y)[history.metric])
                 progress.end_epoch(epoch, history.loss[-1]["total"], **{history.metric: history.val[-1]})
                 if events is not None:
