@@ -121,9 +121,9 @@ def test_a_missing_framework_is_named_before_anything_runs(tmp_path, kdistill, m
 
 def test_a_recipe_one_backend_refuses_fails_before_any_run(tmp_path, kdistill):
     out = tmp_path / "cmp"
-    code, _, err = kdistill("compare", "--out", out, "--backends", "torch", "keras",
-                            *set_args("data.augment={shift: 1}"))
-    assert code == 2 and "--backends keras" in err and "data.augment" in err
+    code, _, err = kdistill("compare", "--out", out, "--backends", "keras", "torch",
+                            *set_args("backend=keras", "train.data_parallel=true"))
+    assert code == 2 and "--backends torch" in err and "train.data_parallel" in err
     assert not out.exists()
 
 
