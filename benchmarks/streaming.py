@@ -10,7 +10,11 @@ worker count: streaming epoch ÷ max(in-memory epoch, decode-only pass) — 1.0 
 the step fed whichever is the bottleneck — and the share of the streamed epoch the loop spent
 waiting for the reader. Rounds alternate the variants' order so drift hits them alike.
 
-    nice -n 10 python benchmarks/streaming.py --images 6000 --rounds 2
+``--torch-threads`` (default 1) sets torch's intra-op threads for every variant: on a shared
+2-core machine, torch's two OpenMP threads contend with every other process and the reader
+(an in-memory epoch measured several times slower with 2 threads than with 1 there).
+
+    nice -n 10 python benchmarks/streaming.py --images 6000 --rounds 3
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import timing
+import torch
 from png_folder import png_task_data, write_png_folder
 
 from kdistill import backends
@@ -77,7 +82,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=6000, help="training images (data.limit)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--torch-threads", type=int, default=1, help="torch.set_num_threads for every variant")
     args = parser.parse_args()
+    torch.set_num_threads(args.torch_threads)
     recipe = load_recipe("fashion_mnist_cnn", [f"data.limit={args.images}", "data.transfer=null", "train.epochs=1",
                                                "train.progress=false", "train.device=cpu"])
     data = load_task_data(recipe.data, recipe.task)
@@ -105,14 +112,15 @@ def main() -> None:
         results = timing.interleaved(variants, args.rounds,
                                      lambda r, seconds: print(f"round {r}: " + ", ".join(
                                          f"{name} {value:.2f}s" for name, value in seconds.items()), flush=True))
-    summary = {"images": len(data.train), "batch_size": recipe.train.batch_size, "seconds": results, "workers": {}}
+    summary = {"images": len(data.train), "batch_size": recipe.train.batch_size, "torch_threads": args.torch_threads,
+               "seconds": results, "workers": {}}
     for n in args.workers:
         bound = [max(a, b) for a, b in zip(results["in_memory"], results[f"decode_{n}"])]
         summary["workers"][n] = {"stream_over_bound": timing.per_round_ratio(results[f"stream_{n}"], bound)["median"],
                                  "decode_over_in_memory": timing.per_round_ratio(results[f"decode_{n}"],
                                                                                  results["in_memory"])["median"],
                                  "waiting_share": float(np.median(waits[n]))}
-    summary["machine"] = timing.machine({"torch": __import__("torch").__version__})
+    summary["machine"] = timing.machine({"torch": torch.__version__})
     print(json.dumps(summary, indent=2))
 
 

@@ -50,6 +50,8 @@ def write_folder(images: int, directory: Path) -> None:
 
 def child(directory: Path, in_memory: bool) -> None:
     """One epoch on the folder's images; prints the peak resident memory in MiB."""
+    import torch
+
     from kdistill import backends
     from kdistill.objective import Objective
     from kdistill.recipe import load_recipe
@@ -64,6 +66,7 @@ def child(directory: Path, in_memory: bool) -> None:
     data = TaskData("fashion_png", "classification", splits["train"], splits["val"], splits["test"], output_dim=10)
     recipe = load_recipe("fashion_mnist_cnn", ["data.transfer=null", "train.epochs=1", "train.progress=false",
                                                "train.device=cpu"])
+    torch.set_num_threads(1)  # as benchmarks/streaming.py: the shared machine's cores are contended
     backend = backends.load("torch")
     device = backend.device("cpu")
     student, _ = backend.build(recipe.student, data, "student", 0, device)

@@ -272,7 +272,8 @@ class TrainConfig(StrictModel):
     workers: int | None = Field(None, ge=0)
     """Threads that read (decode, augment) a streamed or augmented split's batches ahead of the
     step (:mod:`kdistill.data.stream`); default: one per CPU core this process may use (at most
-    8); 0 reads in the training thread, without prefetch."""
+    8) with Grain installed (``kdistill[stream]``), else 0; 0 reads in the training thread,
+    without prefetch."""
     prefetch: int = Field(2, ge=1)
     """Chunks of steps read ahead of the one training (memory holds at most this many + 1)."""
     checkpoint_steps: int | None = Field(None, ge=1)

@@ -18,6 +18,7 @@ process start per epoch. ``train.workers: 0`` reads in the training thread, with
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
@@ -37,7 +38,10 @@ MAX_DEFAULT_WORKERS = 8
 
 
 def default_workers() -> int:
-    """One reader thread per CPU core this process may use, at most ``MAX_DEFAULT_WORKERS``."""
+    """One reader thread per CPU core this process may use, at most ``MAX_DEFAULT_WORKERS``; 0
+    (read in the training thread) where Grain is not installed."""
+    if importlib.util.find_spec("grain") is None:
+        return 0
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, min(cores, MAX_DEFAULT_WORKERS))
 

@@ -117,7 +117,8 @@ def fit(role: str, backend: Backend, distiller: Any, data: TaskData, config: Tra
     sample ids and view ids to the teacher's outputs when no teacher model runs in the step.
     With ``augment``, every sample is replaced by its view of the epoch: a fresh one online, one
     of the store's ``stored_views`` offline (:mod:`kdistill.data.augment`). ``checkpoint_stem``:
-    where the state is saved after every epoch (and resumed from with ``resume``); ``run_dir``:
+    where the state is saved after every epoch and every ``config.checkpoint_steps`` steps (and
+    resumed from with ``resume``, within an epoch too); ``run_dir``:
     where ``config.log``'s events go."""
     transfer = data.transfer is not None and distiller.objective.distills
     n_transfer = len(data.transfer) if transfer else None
