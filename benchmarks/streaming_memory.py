@@ -1,12 +1,12 @@
 """Peak resident memory of one training epoch on 7,000 vs 70,000 Fashion-MNIST images, streamed
-from a PNG folder vs decoded into memory, each in a fresh child process (``ru_maxrss``).
+from a PNG folder vs decoded into memory, each in a fresh child process.
 
 The parent writes the first N images of Fashion-MNIST (training then test images) as PNG files
 (Pillow) with an index of ids and labels, split 80/10/10 into train/val/test. Each child builds
 the splits from that folder — streamed: every split read on demand by the reader
 (:mod:`kdistill.data.stream`); in memory: every image decoded into one array first — and trains
 the ``fashion_mnist_cnn`` recipe's student one epoch on PyTorch, validation included. Printed:
-each child's peak RSS and the growth from N to 10·N images, streamed beside in memory.
+each child's peak RSS (``VmHWM``) and the growth from N to 10·N images, streamed beside in memory.
 
     nice -n 10 python benchmarks/streaming_memory.py --images 7000 70000
 """
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -72,7 +71,17 @@ def child(directory: Path, in_memory: bool) -> None:
     student, _ = backend.build(recipe.student, data, "student", 0, device)
     fit("scratch", backend, backend.distiller(student, Objective.task_only("classification"), None, (), None, device, 0),
         data, recipe.train, device)
-    print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    print(json.dumps({"peak_rss_mib": peak_rss_mib()}))
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory (``VmHWM``). Not ``ru_maxrss``: Linux carries the RSS
+    a child had when forked from its parent across ``exec``, so a child of a large parent reports
+    the parent's size."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("/proc/self/status has no VmHWM (Linux only)")
 
 
 def main() -> None:

@@ -124,7 +124,7 @@ def test_augmentation_trains_every_backend_online_and_from_cached_views(backend,
     engine = backends.load(backend)  # offline: a teacher cached with 3 views, each step replays one of them
     device = engine.device("cpu")
     recipe = image_recipe(image_arrays, backend, augment=AUGMENT, transfer=False)
-    data = load_task_data(recipe.data, recipe.task)
+    data = on_disk(load_task_data(recipe.data, recipe.task), tmp_path / "npy-offline")  # cached and trained streamed
     with engine.scope(device, recipe.train):
         teacher, spec = engine.build(recipe.teacher, data, "teacher", 1, device)
     teacher_file = engine.save(teacher, spec, tmp_path / "teacher")
