@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from kdistill.data import load_task_data
+from kdistill.data import TaskData, load_task_data
 from kdistill.errors import KdistillError, reading, writing
 from kdistill.lock import LOCK_NAME, exclusive
 from kdistill.recipe import Recipe
@@ -105,10 +105,11 @@ class Sweep:
     """A sweep checked and ready (:func:`prepare`): nothing trained or written yet."""
 
     def __init__(self, recipe: Recipe, space: Space, trials: int, directory: Path, jobs: int,
-                 budget_minutes: float | None):
+                 budget_minutes: float | None, data: TaskData | None = None):
         self.recipe, self.space, self.trials, self.directory = recipe, space, trials, directory
         self.jobs, self.budget_minutes = jobs, budget_minutes
-        self.data = load_task_data(recipe.data, recipe.task)
+        self.given_data = data is not None
+        self.data = load_task_data(recipe.data, recipe.task) if data is None else data
         if recipe.teacher.store is not None:  # every loss a trial may turn on must find what it reads
             open_store_for(apply(recipe, {LOSS_SET: "+".join(losses_on(recipe, space))}), self.data)
 
@@ -140,10 +141,11 @@ class Sweep:
         seconds = None
         if self.budget_minutes is not None:  # half of what is left for the distilled study
             seconds = max(1.0, (self.budget_minutes * 60 - (time.monotonic() - started)) / 2)
-        studies = {"distilled": run_study(directory, "distilled", base, spaces["distilled"], self.trials, self.jobs,
-                                          seconds, trainer)}
+        studies = {"distilled": run_study(directory, "distilled", spaces["distilled"], self.trials, self.jobs,
+                                          seconds, trainer, self.given_data)}
         target = min(self.trials, len(finished(studies["distilled"])))  # the twin gets as many trials
-        studies["scratch"] = run_study(directory, "scratch", base, spaces["scratch"], target, self.jobs, None, trainer)
+        studies["scratch"] = run_study(directory, "scratch", spaces["scratch"], target, self.jobs, None, trainer,
+                                       self.given_data)
         seeds = [self.recipe.train.seed + offset for offset in range(SEEDS)]
         best, test = {}, {"seeds": seeds}
         for role in ROLES:
@@ -165,8 +167,9 @@ class Sweep:
 
 
 def prepare(recipe: Recipe, trials: int, space_file: str | Path | None = None, out: str | Path | None = None,
-            jobs: int = 1, budget_minutes: float | None = None) -> Sweep:
-    """Check everything and load the data: may fail, writes nothing."""
+            jobs: int = 1, budget_minutes: float | None = None, data: TaskData | None = None) -> Sweep:
+    """Check everything and load the data (``data``: the splits to use instead of the recipe's
+    ``data`` section, as :class:`kdistill.pipeline.Pipeline` takes them): may fail, writes nothing."""
     if trials < 1:
         raise KdistillError(f"--trials: {trials} must be >= 1")
     if jobs < 1:
@@ -174,10 +177,10 @@ def prepare(recipe: Recipe, trials: int, space_file: str | Path | None = None, o
     if budget_minutes is not None and not budget_minutes > 0:
         raise KdistillError(f"--budget-minutes: {budget_minutes} must be > 0")
     space = load_space(recipe, space_file)
-    return Sweep(recipe, space, trials, sweep_dir(recipe, out), jobs, budget_minutes)
+    return Sweep(recipe, space, trials, sweep_dir(recipe, out), jobs, budget_minutes, data)
 
 
 def sweep(recipe: Recipe, trials: int, space_file: str | Path | None = None, out: str | Path | None = None,
-          jobs: int = 1, budget_minutes: float | None = None) -> tuple[Path, dict[str, Any]]:
+          jobs: int = 1, budget_minutes: float | None = None, data: TaskData | None = None) -> tuple[Path, dict[str, Any]]:
     """Run a sweep end to end; returns its directory and summary (``sweep.json``)."""
-    return prepare(recipe, trials, space_file, out, jobs, budget_minutes).execute()
+    return prepare(recipe, trials, space_file, out, jobs, budget_minutes, data).execute()

@@ -355,7 +355,8 @@ def load_space(recipe: Recipe, source: str | Path | None) -> Space:
                 continue
             params[key] = parse_param(key, spec, where)
         ordered = sorted(params.values(), key=lambda param: param.path != LOSS_SET)  # the loss set first
-        space = Space(tuple(ordered))
+        on = losses_on(recipe, Space(tuple(ordered)))  # defaults of losses no trial turns on go
+        space = Space(tuple(param for param in ordered if param.path in raw or param.loss in (None, *on)))
     _check_values(recipe, space, where)
     if not space.params:
         raise KdistillError(f"{where}: no parameter is left to search")

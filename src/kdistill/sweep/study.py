@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kdistill.data import load_task_data
+from kdistill.data import TaskData, load_task_data
 from kdistill.errors import TrainingDiverged
 from kdistill.recipe import Recipe
 from kdistill.report.metrics import HIGHER_IS_BETTER, PRIMARY
@@ -95,6 +95,7 @@ class Work:
     seconds: float | None
     worker: int
     target: int
+    data: TaskData | None  # the splits, when the sweep was given them; else loaded from base.data
 
 
 def _report(role: str, target: int, metric: str):
@@ -116,24 +117,26 @@ def work(job: Work, trainer: Trainer | None = None) -> None:
     """Run ``job.trials`` trials of ``job.role``'s study (stopping early after ``job.seconds``);
     a diverged trial fails and the study goes on."""
     if trainer is None:
-        trainer = Trainer(job.base, load_task_data(job.base.data, job.base.task))
+        trainer = Trainer(job.base, job.data or load_task_data(job.base.data, job.base.task))
     study = open_study(job.directory, job.role, job.base.task, job.base.train.seed, job.worker)
     study.optimize(trial_objective(trainer, job.space, job.role), n_trials=job.trials, timeout=job.seconds,
                    catch=(TrainingDiverged,), callbacks=[_report(job.role, job.target, trainer.metric)],
                    gc_after_trial=False)
 
 
-def run_study(directory: Path, role: str, base: Recipe, space: Space, target: int, jobs: int,
-              seconds: float | None, trainer: Trainer) -> Any:
+def run_study(directory: Path, role: str, space: Space, target: int, jobs: int, seconds: float | None,
+              trainer: Trainer, pass_data: bool) -> Any:
     """Bring ``role``'s study to ``target`` finished trials (or until ``seconds`` pass), in
-    ``jobs`` processes; returns the study."""
+    ``jobs`` processes (``trainer``'s own with one; other processes get its data when
+    ``pass_data``, else load it); returns the study."""
+    base = trainer.base
     study = open_study(directory, role, base.task, base.train.seed)
     recover(study, directory)
     remaining = target - len(finished(study))
     if remaining > 0:
         jobs = min(jobs, remaining)
         shares = [remaining // jobs + (worker < remaining % jobs) for worker in range(jobs)]
-        works = [Work(directory, role, base, space, share, seconds, worker, target)
+        works = [Work(directory, role, base, space, share, seconds, worker, target, trainer.data if pass_data else None)
                  for worker, share in enumerate(shares)]
         if jobs == 1:
             work(works[0], trainer)
