@@ -14,6 +14,7 @@ A sweep writes only into a new or empty directory or a previous sweep's of the s
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import re
@@ -127,7 +128,13 @@ class Sweep:
                                ("space.json", json.dumps(self.space.to_dict(), indent=2))):
                 with writing(directory / name, "this file"):
                     (directory / name).write_text(text)
-            summary = self._execute(directory)
+            try:
+                summary = self._execute(directory)
+            except BaseException as error:
+                with contextlib.suppress(OSError):
+                    marker.write_text(f"kdistill sweep failed: {type(error).__name__}: {error}\n"
+                                      "the finished trials are kept: rerun the same command to continue\n")
+                raise
             marker.unlink()
         return directory, summary
 
