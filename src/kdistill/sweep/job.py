@@ -139,6 +139,8 @@ class Sweep:
         return directory, summary
 
     def _execute(self, directory: Path) -> dict[str, Any]:
+        from optuna.trial import TrialState
+
         started = time.monotonic()
         (directory / "checkpoints").mkdir(exist_ok=True)
         base = shared_teacher(self.recipe, self.data, directory)
@@ -157,7 +159,7 @@ class Sweep:
         best, test = {}, {"seeds": seeds}
         for role in ROLES:
             study = studies[role]
-            if not any(trial.value is not None for trial in study.get_trials(deepcopy=False)):
+            if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
                 raise KdistillError(f"sweep: no {role} trial finished (all pruned or failed: see {directory / DATABASE}); "
                                     "rerun with more --trials or a narrower --space")
             values = spaces[role].decode(study.best_trial.params)

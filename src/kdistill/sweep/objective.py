@@ -3,8 +3,8 @@
 The teacher is trained (or loaded from ``teacher.path``) once, saved in the sweep directory and
 its outputs cached to a soft-target store there (:func:`shared_teacher`); a recipe that gives
 ``teacher.store`` already is taught from that store. A trial then costs one student's training:
-the one loop (:func:`kdistill.training.loop.fit`) with the store's outputs, reporting each
-epoch's validation metric to the study's pruner. Trials read the training and validation splits
+the one loop (:func:`kdistill.training.loop.fit`) with the store's outputs, reporting the
+validation curve to the study's pruner. Trials read the training and validation splits
 only; :meth:`Trainer.test_metric` is the one reader of the test split, used once per seed of the
 final comparison.
 """
@@ -31,6 +31,8 @@ from kdistill.training.loop import fit
 STORE_DIR = "teacher-store"
 TEACHER_STEM = "teacher"
 ROLES = ("distilled", "scratch")
+PRUNER_CHECKS = 5
+"""Reports to the pruner in a trial of the recipe's epochs (see :func:`report_every`)."""
 """The two studies of a sweep: the distilled student and its scratch twin."""
 
 
@@ -101,16 +103,29 @@ class Trainer:
         return value, history
 
 
+def report_every(epochs: int) -> int:
+    """Epochs between two reports to the pruner: about ``PRUNER_CHECKS`` per run of the recipe's
+    epochs, the same for every trial of a study so that their curves meet at the same steps (each
+    report is a write and a read of the study's storage, ~50 ms here: per epoch it would cost a
+    short epoch a good part of its time)."""
+    return max(1, epochs // PRUNER_CHECKS)
+
+
 def trial_objective(trainer: Trainer, space: Space, role: str) -> Callable[[Any], float]:
-    """The Optuna objective of ``role``'s study: draw the values, train, report every epoch's
-    validation metric to the pruner (which may stop the trial), return the last epoch's."""
+    """The Optuna objective of ``role``'s study: draw the values, train, report the validation
+    metric to the pruner every :func:`report_every` epochs and at the last (the pruner may stop
+    the trial), return the last epoch's."""
     import optuna
+
+    every = report_every(trainer.base.train.epochs)
 
     def objective(trial: optuna.Trial) -> float:
         values = space.sample(trial)
         recipe = trainer.recipe(role, values)
 
         def epoch_end(epoch: int, value: float) -> None:
+            if (epoch + 1) % every and epoch + 1 != recipe.train.epochs:
+                return
             trial.report(value, epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"epoch {epoch + 1}: validation {trainer.metric} {value:.4f}")

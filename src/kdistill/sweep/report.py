@@ -54,7 +54,7 @@ def trial_rows(studies: dict[str, Any], spaces: dict[str, Any]) -> list[dict[str
     for role in ROLES:
         for trial in studies[role].get_trials(deepcopy=False):
             rows.append({"role": role, "number": trial.number, "state": trial.state.name.lower(),
-                         "value": trial.value, "epochs": len(trial.intermediate_values),
+                         "value": trial.value, "epochs": max(trial.intermediate_values, default=-1) + 1,
                          "seconds": trial.user_attrs.get("seconds"),
                          "params": spaces[role].decode(trial.params)})
     return rows
@@ -107,7 +107,7 @@ def _plot_trials(rows: list[dict[str, Any]], metric: str, higher: bool, path: Pa
     pyplot = _pyplot()
     figure, axes = pyplot.subplots(figsize=(6.4, 4.0))
     for role, color in zip(ROLES, ("tab:blue", "tab:orange")):
-        done = [row for row in rows if row["role"] == role and row["value"] is not None]
+        done = [row for row in rows if row["role"] == role and row["state"] == "complete"]
         if not done:
             continue
         numbers = [row["number"] for row in done]
@@ -141,10 +141,10 @@ def _plot_importance(found: dict[str, dict[str, float] | None], path: Path) -> N
 
 
 def _plot_temperature_weight(rows: list[dict[str, Any]], loss: str, metric: str, path: Path) -> bool:
-    """Temperature × weight of ``loss`` over the distilled trials, coloured by validation metric;
-    False (nothing written) when no finished trial drew both."""
+    """Temperature × weight of ``loss`` over the completed distilled trials, coloured by validation
+    metric; False (nothing written) when none drew both."""
     x_key, y_key = f"losses.{loss}.temperature", f"weights.{loss}"
-    points = [row for row in rows if row["role"] == "distilled" and row["value"] is not None
+    points = [row for row in rows if row["role"] == "distilled" and row["state"] == "complete"
               and x_key in row["params"] and y_key in row["params"]]
     if not points:
         return False
