@@ -141,23 +141,34 @@ def _plot_importance(found: dict[str, dict[str, float] | None], path: Path) -> N
 
 
 def _plot_temperature_weight(rows: list[dict[str, Any]], loss: str, metric: str, path: Path) -> bool:
-    """Temperature × weight of ``loss`` over the completed distilled trials, coloured by validation
-    metric; False (nothing written) when none drew both."""
+    """Temperature × weight of ``loss`` over the distilled trials, coloured by validation metric
+    (completed trials as dots, pruned ones as crosses at their last reported value); False
+    (nothing written) when no such trial drew both."""
     x_key, y_key = f"losses.{loss}.temperature", f"weights.{loss}"
-    points = [row for row in rows if row["role"] == "distilled" and row["state"] == "complete"
-              and x_key in row["params"] and y_key in row["params"]]
+    points = [row for row in rows if row["role"] == "distilled" and row["state"] in ("complete", "pruned")
+              and row["value"] is not None and x_key in row["params"] and y_key in row["params"]]
     if not points:
         return False
+    from matplotlib.colors import Normalize
+    from matplotlib.ticker import FormatStrFormatter
+
     pyplot = _pyplot()
     figure, axes = pyplot.subplots(figsize=(6.4, 4.4))
-    shown = axes.scatter([row["params"][x_key] for row in points], [row["params"][y_key] for row in points],
-                         c=[row["value"] for row in points], cmap="viridis", s=40)
+    scale = Normalize(min(row["value"] for row in points), max(row["value"] for row in points))
+    for state, marker in (("complete", "o"), ("pruned", "x")):
+        chosen = [row for row in points if row["state"] == state]
+        shown = axes.scatter([row["params"][x_key] for row in chosen], [row["params"][y_key] for row in chosen],
+                             c=[row["value"] for row in chosen], cmap="viridis", norm=scale, s=40, marker=marker,
+                             label=f"{state} ({len(chosen)})")
     figure.colorbar(shown, ax=axes, label=f"validation {metric}")
     axes.set_xscale("log")
+    for set_formatter in (axes.xaxis.set_major_formatter, axes.xaxis.set_minor_formatter):
+        set_formatter(FormatStrFormatter("%g"))
     axes.set_xlabel(f"{x_key} (log scale)")
     axes.set_ylabel(y_key)
     axes.set_title(f"{loss}: temperature × weight (distilled trials)")
     axes.grid(alpha=0.3)
+    axes.legend()
     _save(figure, path)
     return True
 
