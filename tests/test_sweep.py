@@ -3,8 +3,10 @@ a killed sweep without repeating its trials, and named errors for a bad search s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -100,13 +102,19 @@ def test_the_test_split_cannot_change_what_the_trials_choose(digits_sweep, space
 
 
 def _finished_trials(out: Path) -> list:
-    """The counted trials of the distilled study in ``out`` (none while its storage is being made)."""
-    from sqlalchemy.exc import OperationalError
+    """The counted trials of the distilled study in ``out`` (its sweep no longer running)."""
+    return finished(optuna.load_study(study_name="distilled", storage=storage_url(out)))
 
+
+def _ended_trials(out: Path) -> int:
+    """How many distilled trials have ended, read from the running sweep's SQLite file read-only
+    (opening it through Optuna would create its tables, racing the sweep that creates them)."""
     try:
-        return finished(optuna.load_study(study_name="distilled", storage=storage_url(out)))
-    except (KeyError, OperationalError, optuna.exceptions.StorageInternalError):
-        return []
+        with contextlib.closing(sqlite3.connect(f"file:{out / 'sweep.db'}?mode=ro", uri=True, timeout=1)) as db:
+            return db.execute("SELECT COUNT(*) FROM trials JOIN studies USING (study_id) WHERE study_name = "
+                              "'distilled' AND state IN ('COMPLETE', 'PRUNED')").fetchone()[0]
+    except sqlite3.OperationalError:  # no file or tables yet, or a write under way
+        return 0
 
 
 def test_a_killed_sweep_resumes_without_repeating_its_trials(tmp_path, kdistill):
@@ -116,7 +124,7 @@ def test_a_killed_sweep_resumes_without_repeating_its_trials(tmp_path, kdistill)
     process = subprocess.Popen([sys.executable, "-m", "kdistill", *argv], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     while process.poll() is None:
-        if (out / "sweep.db").exists() and len(_finished_trials(out)) >= 2:
+        if _ended_trials(out) >= 2:
             process.kill()
             break
         time.sleep(0.1)
