@@ -1,5 +1,5 @@
 # Two entry points for a fresh machine: `make demo` (set up, then `kdistill run`) and `make test`.
-# Both create .venv, install kdistill with every extra (torch, jax, tensorflow, files) and the dev tools, and (as root) Debian's
+# Both create .venv, install kdistill with every extra (torch, jax, tensorflow, files, export) and the dev tools, and (as root) Debian's
 # Fashion-MNIST package.
 VENV   := .venv
 PYTHON := $(VENV)/bin/python

@@ -1,4 +1,4 @@
-"""Command line: ``kdistill run | compare | sweep | cache | convert | validate | recipes``. User errors print one clear message and exit 2."""
+"""Command line: ``kdistill run | compare | sweep | cache | convert | export | validate | recipes``. User errors print one clear message and exit 2."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from kdistill.backends import NAMES as BACKENDS
+from kdistill.commands import export as export_command
 from kdistill.commands import sweep as sweep_command
 from kdistill.errors import KdistillError, reading
 from kdistill.lock import exclusive
@@ -68,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("--kwargs", default="{}", help="the factory's keyword arguments, a YAML mapping, "
                          "e.g. '{input_shape: [64], output_dim: 10, hidden: [256]}'")
     convert.add_argument("--trust-pickle", action="store_true", help="required: unpickling runs the code the file holds")
+    export_command.add_parser(verbs)
     sweep_command.add_parser(verbs)
     verbs.add_parser("recipes", help="list the built-in recipes")
     return parser
@@ -82,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.verb == "convert":
             return _convert(args)
+        if args.verb == "export":
+            return export_command.run(args)
         recipe = load_recipe(args.recipe, args.overrides)
         if getattr(args, "trust_pickle", False):
             recipe = recipe.model_copy(update={role: getattr(recipe, role).model_copy(update={"trust_pickle": True})

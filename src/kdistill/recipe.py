@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from kdistill import backends
 from kdistill.errors import KdistillError
+from kdistill.export.formats import FORMATS
 from kdistill.losses import CATALOGUE, FEATURE_LOSSES, LOSSES_BY_TASK
 
 BUILTIN_DIR = Path(__file__).parent / "recipes"
@@ -33,7 +34,8 @@ class TransferConfig(StrictModel):
     """Unlabeled samples for the distillation terms only (Hinton 2015's transfer set).
 
     Either hold out ``fraction`` of the training set and drop its labels, or read ``path``
-    (``.npy``/``.npz``/CSV of inputs shaped like the training inputs).
+    (``.npy``/``.npz``/CSV of inputs shaped like the training inputs, or, for an image or text
+    folder, a folder of unlabeled files decoded like the training files).
     """
 
     fraction: float | None = Field(None, gt=0, lt=1)
@@ -73,9 +75,78 @@ class AugmentConfig(StrictModel):
         return self
 
 
+class ImageConfig(StrictModel):
+    """How an image folder's files are decoded (Pillow): resized to ``size`` [H, W] (bilinear) and
+    converted to ``mode`` (``L``: 1 channel, ``RGB``: 3); unset, every file must already share one
+    size, and the mode is the files' own (L for grey files, RGB for colour ones)."""
+
+    size: tuple[int, int] | None = None
+    mode: Literal["L", "RGB"] | None = None
+
+    @field_validator("size")
+    @classmethod
+    def _positive(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and min(value) < 1:
+            raise ValueError(f"size [H, W] must be positive, got {list(value)}")
+        return value
+
+
+class TextConfig(StrictModel):
+    """The stateless featurisation of raw text for zoo models: scikit-learn's ``HashingVectorizer``
+    (``features`` hashed columns, word ``ngrams`` [min, max], l2-normalised counts), applied when a
+    batch is read. Per-model preprocessing (a model's own tokenizer) replaces it for models that
+    read text themselves."""
+
+    features: int = Field(4096, ge=2, le=2**22)
+    ngrams: tuple[int, int] = (1, 2)
+    lowercase: bool = True
+
+    @field_validator("ngrams")
+    @classmethod
+    def _ordered(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if not 1 <= value[0] <= value[1]:
+            raise ValueError(f"ngrams [min, max] needs 1 <= min <= max, got {list(value)}")
+        return value
+
+
+class HFConfig(StrictModel):
+    """A Hugging Face ``datasets`` dataset read offline (``dataset: hf``): ``data.path`` is a
+    ``save_to_disk`` directory, or, with ``builder`` (``imagefolder``, ``csv``, ``parquet``,
+    ``json``, ``text``), ``data_files`` are read by that packaged builder. ``split`` names the split
+    read (all of it is then split into train/val/test); ``input`` and ``label`` name its columns
+    (default: ``image``, else ``text``; ``label``) and ``id`` the column of sample keys (default:
+    the row number in that split)."""
+
+    builder: Literal["imagefolder", "csv", "parquet", "json", "text"] | None = None
+    data_files: str | list[str] | dict[str, str | list[str]] | None = None
+    split: str = "train"
+    input: str | None = None
+    label: str = "label"
+    id: str | None = None
+
+    @model_validator(mode="after")
+    def _files_with_builder(self) -> "HFConfig":
+        if (self.builder is None) != (self.data_files is None):
+            raise ValueError("data.hf: builder and data_files come together (or give data.path, a save_to_disk folder)")
+        return self
+
+
 class DataConfig(StrictModel):
-    dataset: Literal["digits", "breast_cancer", "fashion_mnist", "arrays", "synthetic_ranking", "movielens"] = "digits"
+    dataset: Literal["digits", "breast_cancer", "fashion_mnist", "arrays", "synthetic_ranking", "movielens",
+                     "image_folder", "text_folder", "text_table", "hf"] = "digits"
     path: str | None = None
+    labels: str | None = None
+    """image_folder: a CSV naming each image of the flat folder ``path`` (a ``file`` column) and its
+    ``label`` (class names or numbers); without it, ``path`` holds one sub-folder per class."""
+    image: ImageConfig = ImageConfig()
+    text: TextConfig = TextConfig()
+    hf: HFConfig | None = None
+    cache_in_memory: bool = False
+    """Decode every sample of a source on disk once and keep the splits in memory (small data);
+    otherwise batches are read from disk as they are needed."""
+    on_bad_sample: Literal["error", "skip"] = "error"
+    """An unreadable or corrupt file of a source on disk: stop with an error naming it, or leave it
+    out (the count is in the report's data section)."""
     val_fraction: float = Field(0.1, gt=0, le=0.5)
     test_fraction: float = Field(0.2, gt=0, le=0.5)
     limit: int | None = Field(None, ge=10)
@@ -89,8 +160,15 @@ class DataConfig(StrictModel):
 
     @model_validator(mode="after")
     def _path_where_needed(self) -> "DataConfig":
-        if self.dataset in ("arrays", "movielens") and not self.path:
+        if self.dataset in ("arrays", "movielens", "image_folder", "text_folder", "text_table") and not self.path:
             raise ValueError(f"data.path is required for dataset {self.dataset!r}")
+        if self.dataset == "hf" and not self.path and (self.hf is None or self.hf.builder is None):
+            raise ValueError("data.path (a save_to_disk folder) or data.hf.builder with data.hf.data_files is "
+                             "required for dataset 'hf'")
+        if self.hf is not None and self.dataset != "hf":
+            raise ValueError(f"data.hf: settings of a Hugging Face dataset are for dataset 'hf', not {self.dataset!r}")
+        if self.labels is not None and self.dataset != "image_folder":
+            raise ValueError(f"data.labels: a labels CSV is for dataset 'image_folder', not {self.dataset!r}")
         return self
 
 
@@ -215,6 +293,10 @@ class CompareConfig(StrictModel):
 
 class OutputConfig(StrictModel):
     dir: str | None = None
+    export: list[Literal["onnx", "tflite", "savedmodel"]] = []
+    """Formats the finished run's models are exported to (``kdistill export``), verified in their runtime."""
+    quantize: list[Literal["int8", "float16"]] = []
+    """Post-training quantizations written beside each float32 export that takes them."""
 
 
 class Recipe(StrictModel):
@@ -305,6 +387,11 @@ class Recipe(StrictModel):
                 raise ValueError(f"train.data_parallel: {self.backend!r} runs data-parallel as processes "
                                  f"(kdistill run --nproc N); sharding over one process's devices is for backend(s) {able}")
             refuse("train.data_parallel", backends.DATA_PARALLEL, self.backend, "sharding over the devices of one process")
+        for fmt in self.output.export:
+            for backend in {self.backend, *([self.teacher.backend] if self.foreign_teacher and not self.teacher.store else [])}:
+                refuse("output.export", FORMATS[fmt].capability, backend, f"{fmt} export")
+        if self.output.quantize and not self.output.export:
+            raise ValueError("output.quantize: quantizes the files of output.export, which names no format")
         if self.teacher.online:
             if not self.foreign_teacher:
                 raise ValueError(f"teacher.online: runs a teacher of another framework (teacher.backend) per chunk of "

@@ -32,6 +32,7 @@ from kdistill.cross_framework import (
 )
 from kdistill.data import load_task_data
 from kdistill.errors import KdistillError, WriteRefused, reading, writing
+from kdistill.export.exporter import EXPORT_DIR, check_request, export_finished, remove_exports
 from kdistill.lock import LOCK_NAME, exclusive
 from kdistill.pipeline import Pipeline
 from kdistill.ranks import is_main_process
@@ -46,8 +47,8 @@ from kdistill.training import checkpoint
 MARKER = "INCOMPLETE"
 RUN_FILE = re.compile(r"report\..+|recipe\.yaml|INCOMPLETE|curves\.png(\.tmp)?|student\..+|teacher\..+")
 """The files a run writes at the top of its directory (models and temporary files included)."""
-RUN_DIRS = ("checkpoints", STORE_DIR, "logs")
-"""The directories a run writes: checkpoints, a foreign teacher's store, the training events."""
+RUN_DIRS = ("checkpoints", STORE_DIR, "logs", EXPORT_DIR)
+"""The directories a run writes: checkpoints, a foreign teacher's store, the training events, the exports."""
 CHECKPOINT_FILE = re.compile(
     rf"((teacher|distilled|scratch)\.ckpt\.(safetensors|json)|scratch\.(safetensors|json|keras)|{re.escape(SUMMARY)})"
     r"(\.tmp)?|scratch\.tmp\.keras"
@@ -152,6 +153,7 @@ def _remove_previous(directory: Path) -> None:
             entry.unlink()
     if store.is_dir() and not store.is_symlink():
         remove_store(store)
+    remove_exports(directory)
 
 
 def _check_same_recipe(directory: Path, recipe: Recipe, resume: bool) -> None:
@@ -195,7 +197,15 @@ class PreparedRun:
         with exclusive(directory, "--out"):
             check_output_dir(directory, self.resume, self.overwrite)  # another run may have written it since
             _check_same_recipe(directory, self.recipe, self.resume)
-            return self._execute(directory, main)
+            directory, report = self._execute(directory, main)
+            output = self.recipe.output
+            if output.export:  # the run is finished: a failed export leaves it so, to export again
+                try:
+                    report = export_finished(directory, self.recipe, output.export, output.quantize)
+                except KdistillError as error:
+                    raise KdistillError(f"{error}\nthe run in {directory} is finished; export it again with kdistill "
+                                        f"export {directory} --format {' '.join(output.export)}") from None
+            return directory, report
 
     def _execute(self, directory: Path, main: bool) -> tuple[Path, dict]:
         recipe, data, store = self.recipe, self.data, self.store
@@ -220,7 +230,9 @@ class PreparedRun:
                 return directory, {}
             data_info = {"name": data.name, "fingerprint": data.fingerprint(), "train": len(data.train),
                          "val": len(data.val), "test": len(data.test),
-                         "transfer": 0 if data.transfer is None else len(data.transfer)}
+                         "transfer": 0 if data.transfer is None else len(data.transfer),
+                         "skipped": sum(data.meta.get(name, {}).get("skipped", 0)
+                                        for name in ("bad_samples", "transfer_bad_samples"))}
             report = write_report(directory, recipe, _environment(recipe, self.pipeline), data_info, results)
         except BaseException as error:
             if not main:
@@ -269,6 +281,8 @@ def prepare(recipe: Recipe, out: str | Path | None = None, resume: bool = False,
         cached_foreign = CachedForeignTeacher(recipe)
         pipeline = Pipeline(student_side(recipe, directory), data)
     _check_same_recipe(directory, recipe, resume)
+    if recipe.output.export:
+        check_request(recipe, recipe.output.export, recipe.output.quantize, None)
     return PreparedRun(recipe, directory, resume, data, pipeline, store, cached_foreign, overwrite)
 
 

@@ -135,6 +135,15 @@ class Backend(ABC):
     def student(self, distiller: Any) -> Any:
         """The model a distiller trains."""
 
+    def export(self, model: Any, format: str, path: Path, example: np.ndarray, quantize: str | None = None) -> None:
+        """Write ``model``'s inference forward to ``path`` in ``format`` (``onnx``, ``tflite``,
+        ``savedmodel``: the formats of its registry capabilities, checked before), its batch
+        dimension dynamic, traced on ``example`` (a few inputs). ``quantize`` (``tflite`` only: the
+        converter's own ``float16`` or dynamic-range ``int8``); ONNX files are quantized from the
+        float32 file by :mod:`kdistill.export.quantize`. A model the exporter cannot trace is a
+        :class:`kdistill.errors.KdistillError` naming what it could not trace."""
+        raise NotImplementedError(f"{self.info.name} exports no {format}")
+
     def fit(self, role: str, distiller: Any, data: TaskData, config: TrainConfig, **options: Any) -> "History":
         """The one training loop (:func:`kdistill.training.loop.fit`) on ``config.device``: for a
         distiller made by hand, outside ``kdistill run``."""

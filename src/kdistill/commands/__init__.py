@@ -1,1 +1,1 @@
-"""One module per CLI verb: its arguments and what it runs (``kdistill.cli`` parses and dispatches)."""
+"""One module per CLI verb: its arguments and what it does (``kdistill.cli`` dispatches)."""

@@ -1,7 +1,9 @@
-"""Datasets as framework-neutral numpy splits with stable sample ids, plus transfer sets.
+"""Datasets as framework-neutral splits with stable sample ids, plus transfer sets.
 
 ``load_task_data(config, task)`` is the one entry point: it loads ``config.dataset``, checks it
 fits the recipe's task, keeps ``limit`` training samples, then carves or reads the transfer set.
+Keyed sources (image and text folders, text tables, Hugging Face datasets) key every sample by a
+string (:mod:`kdistill.data.keyed`); :func:`from_samples` keys a Python sequence or iterable.
 """
 
 from __future__ import annotations
@@ -15,12 +17,16 @@ from kdistill.data.arrays import load_arrays, read_inputs
 from kdistill.data.augment import check_images
 from kdistill.data.embedded import load_breast_cancer, load_digits
 from kdistill.data.fashion_mnist import load_fashion_mnist
+from kdistill.data.images import load_image_folder, transfer_images
+from kdistill.data.iterables import from_samples
+from kdistill.data.keyed import KEYED_TASKS, unique_key_ids
 from kdistill.data.ranking import load_movielens, load_synthetic
 from kdistill.data.splits import TASKS, Split, TaskData
+from kdistill.data.text import load_text_folder, load_text_table, transfer_texts
 from kdistill.errors import KdistillError
-from kdistill.recipe import DataConfig, TransferConfig
+from kdistill.recipe import DataConfig
 
-__all__ = ["Split", "TaskData", "load_task_data"]
+__all__ = ["Split", "TaskData", "from_samples", "load_task_data"]
 
 LOADERS = {
     "digits": load_digits,
@@ -29,6 +35,23 @@ LOADERS = {
     "synthetic_ranking": load_synthetic,
     "movielens": load_movielens,
 }
+
+
+def _load_hf(config: DataConfig, task: str) -> TaskData:
+    from kdistill.data.hf import load_hf  # imports the datasets library only when asked for
+
+    return load_hf(config, task)
+
+
+KEYED_LOADERS = {
+    "image_folder": load_image_folder,
+    "text_folder": load_text_folder,
+    "text_table": load_text_table,
+    "hf": _load_hf,
+}
+"""Keyed sources, called with (config, task)."""
+FOLDER_TRANSFER = {"image_folder": transfer_images, "text_folder": transfer_texts}
+"""Keyed sources whose transfer set may be a folder of unlabeled files."""
 DATASET_TASKS = {
     "digits": ("classification",),
     "breast_cancer": ("binary",),
@@ -36,6 +59,7 @@ DATASET_TASKS = {
     "synthetic_ranking": ("ranking",),
     "movielens": ("ranking",),
     "arrays": TASKS,
+    **{name: KEYED_TASKS for name in KEYED_LOADERS},
 }
 
 
@@ -53,12 +77,17 @@ def load_task_data(config: DataConfig, task: str) -> TaskData:
             f"data.dataset: {config.dataset!r} gives {DATASET_TASKS[config.dataset][0]} data, recipe task is "
             f"{task!r}; for {task} use data.dataset: {' or '.join(fitting)}"
         )
-    data = load_arrays(config, task) if config.dataset == "arrays" else LOADERS[config.dataset](config)
+    if config.dataset == "arrays":
+        data = load_arrays(config, task)
+    elif config.dataset in KEYED_LOADERS:
+        data = KEYED_LOADERS[config.dataset](config, task)
+    else:
+        data = LOADERS[config.dataset](config)
     if config.limit is not None and config.limit < len(data.train):
         order = np.random.default_rng((config.split_seed, 1)).permutation(len(data.train))
         data = replace(data, train=data.train.take(np.sort(order[: config.limit])))
     if config.transfer is not None:
-        data = _with_transfer(data, config.transfer, config.split_seed)
+        data = _with_transfer(data, config)
     if config.classes is not None:
         data = _specialist(data, config.classes)
     if config.augment is not None:
@@ -83,9 +112,11 @@ def _specialist(data: TaskData, classes: list[int]) -> TaskData:
     return replace(data, **relabel, output_dim=len(subset) + 1, meta=meta)
 
 
-def _with_transfer(data: TaskData, transfer: TransferConfig, seed: int) -> TaskData:
+def _with_transfer(data: TaskData, config: DataConfig) -> TaskData:
     """``data`` with an unlabeled transfer split (y=None)."""
-    train = data.train
+    train, transfer, seed = data.train, config.transfer, config.split_seed
+    if transfer.path is not None and Path(transfer.path).expanduser().is_dir():
+        return _transfer_folder(data, config)
     if transfer.fraction is not None:
         n = int(len(train) * transfer.fraction + 0.5)
         if not 0 < n < len(train):
@@ -95,7 +126,8 @@ def _with_transfer(data: TaskData, transfer: TransferConfig, seed: int) -> TaskD
             )
         order = np.random.default_rng((seed, 2)).permutation(len(train))
         held = train.take(np.sort(order[:n]))
-        return replace(data, train=train.take(np.sort(order[n:])), transfer=Split(held.x, None, held.ids, held.keys))
+        return replace(data, train=train.take(np.sort(order[n:])),
+                       transfer=Split(held.x, None, held.ids, held.keys, held.digests))
     x = read_inputs(Path(transfer.path).expanduser(), "data.transfer.path")
     shape = train.x.shape[1:]
     if x.ndim == 2 and len(shape) > 1 and x.shape[1] == np.prod(shape):
@@ -108,3 +140,15 @@ def _with_transfer(data: TaskData, transfer: TransferConfig, seed: int) -> TaskD
     first = max(int(split.ids.max(initial=-1)) for split in (data.train, data.val, data.test)) + 1
     ids = np.arange(first, first + len(x), dtype=np.int64)
     return replace(data, transfer=Split(x.astype(train.x.dtype), None, ids))
+
+
+def _transfer_folder(data: TaskData, config: DataConfig) -> TaskData:
+    """``data`` with the folder of unlabeled files ``data.transfer.path`` as its transfer split."""
+    if data.name not in FOLDER_TRANSFER:
+        raise KdistillError(f"data.transfer.path: {config.transfer.path!r} is a folder; a folder of unlabeled files is "
+                            f"a transfer set for {' or '.join(FOLDER_TRANSFER)}, for {data.name!r} give a .npy, .npz or "
+                            ".csv file of inputs")
+    transfer, bad = FOLDER_TRANSFER[data.name](config.transfer.path, data, config)
+    keys = np.concatenate([split.keys for split in (data.train, data.val, data.test, transfer)])
+    unique_key_ids(keys, "data.transfer.path: the transfer and training folders together")
+    return replace(data, transfer=transfer, meta={**data.meta, "transfer_bad_samples": bad})

@@ -20,7 +20,8 @@ def load_digits(config: DataConfig) -> TaskData:
                  np.arange(len(bunch.target), dtype=np.int64))
     train, val, test = split_three(full, config, stratify=True)
     return TaskData("digits", "classification", train, val, test, output_dim=10,
-                    meta={"classes": [str(name) for name in bunch.target_names]})
+                    meta={"classes": [str(name) for name in bunch.target_names],
+                          "preprocessing": "8x8 grey levels 0..16 flattened row by row to 64 values, divided by 16"})
 
 
 def load_breast_cancer(config: DataConfig) -> TaskData:

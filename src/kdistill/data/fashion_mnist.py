@@ -87,4 +87,5 @@ def load_fashion_mnist(config: DataConfig) -> TaskData:
     train, val, _ = split_indices(len(full), config.split_seed, config.val_fraction, strata=y_train)
     test = Split(x_test, y_test, TEST_ID_OFFSET + np.arange(len(y_test), dtype=np.int64))
     return TaskData("fashion_mnist", "classification", full.take(train), full.take(val), test, output_dim=10,
-                    meta={"classes": list(CLASSES), "source": str(directory)})
+                    meta={"classes": list(CLASSES), "source": str(directory),
+                          "preprocessing": "28x28 grey pixels 0..255 as (1, 28, 28) channels first, divided by 255"})

@@ -43,6 +43,11 @@ class Samples(ABC):
         """Update ``digest`` with what identifies these samples (keys and file contents), without
         decoding them."""
 
+    def raw(self, rows: np.ndarray) -> list | np.ndarray:
+        """The raw samples at ``rows`` before the source's featurisation (a text source's strings);
+        for other sources the decoded samples, as :meth:`read` gives them."""
+        return self.read(rows)
+
     def subset(self, rows: np.ndarray) -> "Samples":
         """The samples at ``rows``, still read on demand (what ``Split.take`` keeps)."""
         return Subset(self, np.asarray(rows, dtype=np.int64))
@@ -79,12 +84,51 @@ class Subset(Samples):
     def read(self, rows: np.ndarray) -> np.ndarray:
         return self.parent.read(self.rows[rows])
 
+    def raw(self, rows: np.ndarray) -> list | np.ndarray:
+        return self.parent.raw(self.rows[rows])
+
     def subset(self, rows: np.ndarray) -> Samples:
         return Subset(self.parent, self.rows[np.asarray(rows, dtype=np.int64)])
 
     def fingerprint(self, digest: "hashlib._Hash") -> None:
         self.parent.fingerprint(digest)
         digest.update(self.rows.tobytes())
+
+
+class Joined(Samples):
+    """Several splits' inputs one after another (what a store is cached from), read on demand."""
+
+    def __init__(self, parts: Sequence[np.ndarray | Samples]):
+        self.parts = list(parts)
+        self.starts = np.cumsum([0, *(len(part) for part in self.parts)])
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (int(self.starts[-1]), *self.parts[0].shape[1:])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.parts[0].dtype)
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        part_of = np.searchsorted(self.starts, rows, side="right") - 1
+        out = np.empty((len(rows), *self.shape[1:]), dtype=self.dtype)
+        for part in np.unique(part_of):
+            here = part_of == part
+            out[here] = self.parts[part][rows[here] - self.starts[part]]
+        return out
+
+    def fingerprint(self, digest: "hashlib._Hash") -> None:
+        for part in self.parts:
+            if is_streamed(part):
+                part.fingerprint(digest)
+            else:
+                digest.update(np.ascontiguousarray(part).tobytes())
+
+
+def concatenate(parts: Sequence[np.ndarray | Samples]) -> np.ndarray | Samples:
+    """The inputs ``parts`` one after another: an array if every part is one, else read on demand."""
+    return Joined(parts) if any(is_streamed(part) for part in parts) else np.concatenate(parts)
 
 
 def is_streamed(x: np.ndarray | Samples) -> bool:

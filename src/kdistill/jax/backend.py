@@ -235,6 +235,11 @@ class JaxBackend(Backend):
         with jax.default_device(device):
             return JaxRunner(distiller, data, config, total_steps, transfer, device)
 
+    def export(self, model: nnx.Module, format: str, path: Path, example: np.ndarray, quantize: str | None = None) -> None:
+        from kdistill.jax.export import export
+
+        export(model, format, path, example)
+
     def student(self, distiller: Distiller) -> nnx.Module:
         return distiller.student
 

@@ -203,6 +203,11 @@ class KerasBackend(Backend):
                device: str) -> KerasRunner:
         return KerasRunner(distiller, data, config, total_steps, transfer, device)
 
+    def export(self, model: keras.Model, format: str, path: Path, example: np.ndarray, quantize: str | None = None) -> None:
+        from kdistill.keras.export import export
+
+        export(model, format, path, example, quantize)
+
     def student(self, distiller: Distiller) -> keras.Model:
         return distiller.student
 

@@ -31,7 +31,7 @@ def verdict(task: str, results: list[ModelResult]) -> dict:
     return {"metric": metric, "helped": delta > 0, "delta": delta, "text": text}
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
     with writing(path, "this file"):
         tmp = path.with_name(path.name + ".tmp")
         write(tmp)
@@ -54,7 +54,8 @@ def _markdown(recipe: Recipe, report: dict) -> str:
            if recipe.foreign_teacher else "")
         + f", task `{recipe.task}`, data `{report['data']['name']}` "
         f"({report['data']['train']} train / {report['data']['val']} val / {report['data']['test']} test"
-        + (f" / {report['data']['transfer']} transfer" if report["data"]["transfer"] else "") + "), "
+        + (f" / {report['data']['transfer']} transfer" if report["data"]["transfer"] else "")
+        + (f"; {report['data']['skipped']} unreadable files skipped" if report["data"].get("skipped") else "") + "), "
         f"losses {', '.join(f'{name}×{weight:g}' for name, weight in recipe.weights.items())}.",
         "",
         f"**{report['verdict']['text']}**",
@@ -76,7 +77,40 @@ def _markdown(recipe: Recipe, report: dict) -> str:
         lines.append(f"| {model['role']} | " + " | ".join(cells) + " |")
     lines += ["", "Metrics on the test split at T = 1; latency is the median of repeated eval-mode forward passes.",
               "Validation curves: `curves.png`. Full numbers: `report.json`. Recipe as run: `recipe.yaml`.", ""]
+    if report.get("deploy"):
+        lines += _deploy_markdown(report["deploy"], metric)
     return "\n".join(lines)
+
+
+def _pair(timings: dict | None) -> str:
+    """``b=1 / b=256`` milliseconds, or a dash where nothing was timed."""
+    return "—" if not timings else f"{timings['batch_1']:.3f} / {timings['batch_256']:.3f}"
+
+
+def _row_key(row: dict) -> tuple[str, str, str]:
+    return row["role"], row["format"], row["precision"]
+
+
+def _deploy_markdown(deploy: dict, metric: str) -> list[str]:
+    """The deploy table: every exported file's size, test metric, difference from the framework,
+    and latency in its runtime (1 thread and all cores) beside the framework's."""
+    lines = [
+        "## Deploy",
+        "",
+        f"| model | format | precision | size on disk | test {metric} (change) | max \\|Δlogit\\| | runtime b=1 / b=256, "
+        f"1 thread (ms) | runtime b=1 / b=256, {deploy['threads_all']} threads (ms) | framework b=1 / b=256 (ms) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in deploy["rows"]:
+        check, latency = row["verification"], row["latency_ms"] or {}
+        cells = (row["format"], row["precision"], f"{row['size_bytes'] / 1024:.1f} KiB",
+                 f"{check['metrics'][metric]:.4f} ({check['change']:+.4f})", f"{check['max_abs']:.2e}",
+                 _pair(latency.get("threads_1")), _pair(latency.get("threads_all")), _pair(row["framework_latency_ms"]))
+        lines.append(f"| {row['role']} | " + " | ".join(cells) + " |")
+    lines += ["", "Each file was run in its runtime (onnxruntime, the LiteRT interpreter, TensorFlow for a SavedModel) "
+              "on the test split and compared with the framework's outputs before it was kept; latencies of the "
+              "runtimes and the framework were measured side by side in one run. Files: `export/`.", ""]
+    return lines
 
 
 def _plot(report: dict, path: Path) -> None:
@@ -96,8 +130,20 @@ def _plot(report: dict, path: Path) -> None:
     axes.grid(alpha=0.3)
     axes.legend()
     figure.tight_layout()
-    _atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
+    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
     pyplot.close(figure)
+
+
+def add_deploy(out: Path, recipe: Recipe, deploy: dict) -> dict:
+    """Add (or update) the deploy section of the finished report in ``out``: rows of the files
+    exported now replace earlier rows of the same model, format and precision; report.md follows."""
+    report = json.loads((out / "report.json").read_text())
+    fresh = {_row_key(row) for row in deploy["rows"]}
+    kept = [row for row in (report.get("deploy") or {}).get("rows", []) if _row_key(row) not in fresh]
+    report["deploy"] = {**deploy, "rows": kept + deploy["rows"]}
+    atomic_write(out / "report.md", lambda tmp: tmp.write_text(_markdown(recipe, report)))
+    atomic_write(out / "report.json", lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
+    return report
 
 
 def write_report(out: Path, recipe: Recipe, backend_info: dict, data_info: dict, results: list[ModelResult]) -> dict:
@@ -112,6 +158,6 @@ def write_report(out: Path, recipe: Recipe, backend_info: dict, data_info: dict,
         "verdict": verdict(recipe.task, results),
     }
     _plot(report, out / "curves.png")
-    _atomic_write(out / "report.md", lambda tmp: tmp.write_text(_markdown(recipe, report)))
-    _atomic_write(out / "report.json", lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
+    atomic_write(out / "report.md", lambda tmp: tmp.write_text(_markdown(recipe, report)))
+    atomic_write(out / "report.json", lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
     return report

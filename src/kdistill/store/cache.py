@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kdistill.data.augment import augment as augment_views
-from kdistill.data.splits import TaskData
+from kdistill.data.samples import Samples, concatenate
+from kdistill.data.splits import Split, TaskData
 from kdistill.errors import KdistillError
 from kdistill.progress import console, sample_progress
 from kdistill.recipe import AugmentConfig, Recipe
@@ -28,10 +29,26 @@ if TYPE_CHECKING:
 Predict = Callable[[np.ndarray], np.ndarray]
 
 
-def cache_inputs(data: TaskData) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, inputs) of every sample a store of ``data`` holds, in store order: train, val, test, transfer."""
-    splits = [split for split in (data.train, data.val, data.test, data.transfer) if split is not None]
-    return np.concatenate([split.ids for split in splits]), np.concatenate([split.x for split in splits])
+def cache_splits(data: TaskData) -> list[Split]:
+    """The splits a store of ``data`` holds, in store order: train, val, test, transfer."""
+    return [split for split in (data.train, data.val, data.test, data.transfer) if split is not None]
+
+
+def cache_inputs(data: TaskData) -> tuple[np.ndarray, np.ndarray | Samples]:
+    """(ids, inputs) of every sample a store of ``data`` holds, in store order; inputs read on
+    demand stay so (a batch is decoded when it is cached)."""
+    splits = cache_splits(data)
+    return np.concatenate([split.ids for split in splits]), concatenate([split.x for split in splits])
+
+
+def sample_keys(data: TaskData) -> dict[str, list[str] | None]:
+    """The manifest's ``keys`` and ``digests`` of a keyed source's samples in store order (None for
+    data without keys)."""
+    splits = cache_splits(data)
+    if any(split.keys is None or split.digests is None for split in splits):
+        return {"keys": None, "digests": None}
+    return {"keys": np.concatenate([split.keys for split in splits]).tolist(),
+            "digests": np.concatenate([split.digests for split in splits]).tolist()}
 
 
 def check_cacheable(recipe: Recipe, views: int | None) -> None:
@@ -50,7 +67,7 @@ def store_settings(recipe: Recipe, data: TaskData, backend: str, spec: dict[str,
     path = Path(recipe.teacher.path)
     return {"num_classes": data.output_dim, "dataset_fingerprint": data.fingerprint(), "dtype": dtype, "k": k,
             "views": views, "augment": None if views is None else recipe.data.augment.model_dump(),
-            "shard_size": shard_size,
+            "shard_size": shard_size, **sample_keys(data),
             "teacher": {"backend": backend, "path": str(path),
                         "sha256": file_sha256(path) if path.is_file() else None, "spec": spec,
                         **data.meta.get("specialist", {})}}

@@ -68,7 +68,7 @@ def ensemble_stores(members: list[Path], store: Path, *, combination: str = "mea
         teacher.update(weights=None, classes=[reader.manifest.teacher["classes"] for reader in readers[1:]], top_n=top_n)
     writer = StoreWriter(store, ids=ids, num_classes=first.num_classes, teacher=teacher,
                          dataset_fingerprint=first.dataset_fingerprint, dtype=dtype, k=k, shard_size=shard_size,
-                         overwrite=overwrite)
+                         overwrite=overwrite, keys=first.keys, digests=first.digests)  # members share the sample ids
     for start in range(writer.resume_from, len(ids), shard_size):
         chunk = ids[start:start + shard_size]
         logits = [reader.fetch(chunk) for reader in readers]

@@ -8,16 +8,20 @@ from kdistill.data.splits import TaskData
 from kdistill.errors import KdistillError
 from kdistill.losses import CATALOGUE
 from kdistill.recipe import Recipe
+from kdistill.store.cache import sample_keys
 from kdistill.store.reader import StoreReader
 
 
 def open_store_for(recipe: Recipe, data: TaskData) -> StoreReader:
-    """Open ``teacher.store`` and check it fits this run: same data, every training, transfer and
+    """Open ``teacher.store`` and check it fits this run: same data (for a keyed source, the files
+    added, removed or changed since caching are named), every training, transfer and
     test id present, the student's class count, dense logits for losses that read raw values, and
     for an augmenting run, views cached with the same augmentation."""
     store = StoreReader(recipe.teacher.store)
     needed = [split.ids for split in (data.train, data.transfer, data.test) if split is not None]
+    keyed = sample_keys(data)
     store.check(ids=np.concatenate(needed), num_classes=data.output_dim, dataset_fingerprint=data.fingerprint(),
+                samples=None if keyed["keys"] is None else (keyed["keys"], keyed["digests"]),
                 needs_dense=any(CATALOGUE[name].dense for name in recipe.losses),
                 augment=None if recipe.data.augment is None else recipe.data.augment.model_dump())
     return store

@@ -28,6 +28,8 @@ SETTINGS = (
     "shard_size",
     "total",
     "ids_sha256",
+    "keys",
+    "digests",
 )
 """The manifest fields a resumed cache run must repeat exactly."""
 
@@ -40,6 +42,19 @@ def shard_name(index: int) -> str:
 def ids_sha256(ids: np.ndarray) -> str:
     """sha256 of the ids as little-endian int64, in order."""
     return hashlib.sha256(np.ascontiguousarray(ids, dtype="<i8").tobytes()).hexdigest()
+
+
+def changed_samples(stored_keys: list[str], stored_digests: list[str], keys: list[str],
+                    digests: list[str], shown: int = 5) -> str | None:
+    """What differs between the keyed samples a store was cached from and ``keys``/``digests``
+    now: the samples added, removed and changed (same key, other content), each counted with its
+    first few keys (sorted); None when they are the same samples."""
+    before, now = dict(zip(stored_keys, stored_digests)), dict(zip(keys, digests))
+    groups = (("added", sorted(now.keys() - before.keys())), ("removed", sorted(before.keys() - now.keys())),
+              ("changed", sorted(key for key in now.keys() & before.keys() if now[key] != before[key])))
+    parts = [f"{len(found)} {what} ({', '.join(repr(key) for key in found[:shown])}"
+             f"{f' and {len(found) - shown} more' if len(found) > shown else ''})" for what, found in groups if found]
+    return ", ".join(parts) or None
 
 
 def file_sha256(path: Path) -> str:
@@ -81,12 +96,19 @@ class Manifest(BaseModel):
     shard_size: int = Field(ge=1)
     total: int = Field(ge=1)
     ids_sha256: str
+    keys: list[str] | None = None
+    """A keyed source's sample keys (relative file paths, a table's ids), in store order."""
+    digests: list[str] | None = None
+    """The content digest of each keyed sample (BLAKE2b of its file's bytes), in store order."""
     shards: list[ShardInfo] = []
 
     @model_validator(mode="after")
     def _consistent(self) -> "Manifest":
         if self.k is not None and self.k > self.num_classes:
             raise ValueError(f"k={self.k} exceeds num_classes={self.num_classes}")
+        if (self.keys is None) != (self.digests is None) or \
+                self.keys is not None and not len(self.keys) == len(self.digests) == self.total:
+            raise ValueError(f"keys and digests come together, one per sample ({self.total})")
         if (self.views is None) != (self.augment is None):
             raise ValueError("views and augment come together: cached views need the augmentation that made them")
         for index, shard in enumerate(self.shards):

@@ -22,6 +22,7 @@ from kdistill.store.manifest import (
     MANIFEST,
     PARTIAL_MANIFEST,
     Manifest,
+    changed_samples,
     ids_sha256,
     load_manifest,
     verify_shard,
@@ -146,18 +147,23 @@ class StoreReader:
         dataset_fingerprint: str | None = None,
         needs_dense: bool = False,
         augment: dict | None = None,
+        samples: tuple[list[str], list[str]] | None = None,
     ) -> None:
-        """Raise one KdistillError listing every way this store does not fit a run: another dataset
-        fingerprint, training ``ids`` missing from the store, another class count than the
+        """Raise one KdistillError listing every way this store does not fit a run: keyed
+        ``samples`` (keys, content digests) added, removed or changed since caching, another
+        dataset fingerprint, training ``ids`` missing from the store, another class count than the
         student's, top-k storage for a loss that ``needs_dense`` logits, or, for a run that
         ``augment``s its inputs, no cached views or views of another augmentation."""
         manifest, problems = self.manifest, []
-        if dataset_fingerprint is not None and dataset_fingerprint != manifest.dataset_fingerprint:
+        change = None if samples is None or manifest.keys is None else changed_samples(manifest.keys, manifest.digests, *samples)
+        if change:  # the fingerprint and ids differ too, by these files
+            problems.append(f"sample files changed since caching: {change}; cache the teacher again for these data")
+        elif dataset_fingerprint is not None and dataset_fingerprint != manifest.dataset_fingerprint:
             problems.append(
                 f"dataset fingerprint differs (store {manifest.dataset_fingerprint},"
                 f" training data {dataset_fingerprint})"
             )
-        if ids is not None:
+        if ids is not None and not change:
             ids = np.asarray(ids, dtype=np.int64)
             missing = np.setdiff1d(ids, self._sorted_ids)
             if missing.size:

@@ -31,6 +31,7 @@ from kdistill.store.manifest import (
     SETTINGS,
     Manifest,
     ShardInfo,
+    changed_samples,
     ids_sha256,
     load_manifest,
     parse_manifest,
@@ -131,8 +132,10 @@ def _json_value(teacher: dict[str, Any]) -> dict[str, Any]:
 
 def new_manifest(ids: np.ndarray, *, num_classes: int, teacher: dict[str, Any], dataset_fingerprint: str,
                  dtype: str = "float32", k: int | None = None, views: int | None = None,
-                 augment: dict[str, Any] | None = None, shard_size: int) -> Manifest:
-    """The manifest (no shards yet) of a store of ``ids`` (unique, in store order) with these settings."""
+                 augment: dict[str, Any] | None = None, shard_size: int, keys: list[str] | None = None,
+                 digests: list[str] | None = None) -> Manifest:
+    """The manifest (no shards yet) of a store of ``ids`` (unique, in store order) with these
+    settings; a keyed source's samples also have their ``keys`` and content ``digests``."""
     ids = np.asarray(ids)
     if ids.ndim != 1 or not len(ids) or not np.issubdtype(ids.dtype, np.integer):
         raise KdistillError(
@@ -155,6 +158,8 @@ def new_manifest(ids: np.ndarray, *, num_classes: int, teacher: dict[str, Any], 
             "shard_size": shard_size,
             "total": len(ids),
             "ids_sha256": ids_sha256(ids.astype(np.int64)),
+            "keys": keys,
+            "digests": digests,
         },
         "StoreWriter",
     )
@@ -171,7 +176,7 @@ class StoreWriter:
 
     def __init__(self, path: str | Path, *, ids: np.ndarray, overwrite: bool = False, **settings: Any) -> None:
         """``settings``: those of :func:`new_manifest` (teacher, dataset_fingerprint, num_classes,
-        dtype, k, views, augment, shard_size)."""
+        dtype, k, views, augment, shard_size, keys, digests)."""
         self.path = Path(path)
         requested = new_manifest(ids, **settings)
         self._ids = np.asarray(ids, dtype=np.int64)
@@ -196,6 +201,10 @@ class StoreWriter:
             manifest = load_manifest(partial)
             for field in SETTINGS:
                 stored, wanted = getattr(manifest, field), getattr(requested, field)
+                if field in ("keys", "digests") and stored != wanted and None not in (stored, wanted):
+                    change = changed_samples(manifest.keys, manifest.digests, requested.keys, requested.digests)
+                    raise KdistillError(f"cannot resume the partial store {self.path}: its samples changed since it was "
+                                        f"started ({change or 'their order differs'}); use overwrite=True to start over")
                 if stored != wanted:
                     raise KdistillError(
                         f"cannot resume the partial store {self.path}: {field} differs (stored {stored!r},"

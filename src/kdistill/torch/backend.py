@@ -104,7 +104,8 @@ class TorchRunner(StepRunner):
         per_step = [None] * len(steps)
         if teacher_outputs is not None:  # one copy for the chunk, split per step
             outputs = teacher_outputs if isinstance(teacher_outputs, torch.Tensor) else torch.from_numpy(teacher_outputs)
-            per_step = torch.split(outputs.to(self.device), [step.size for step in steps])
+            teacher_side = self.distiller.teacher_side(outputs.to(self.device))
+            per_step = teacher_side.split([step.size for step in steps])
         recorded = []
         for step, teacher_out in zip(steps, per_step):
             y = self.y_train[torch.from_numpy(step.rows).to(self.device)]
@@ -224,6 +225,11 @@ class TorchBackend(Backend):
     def runner(self, distiller: Distiller, data: TaskData, config: TrainConfig, total_steps: int, transfer: bool,
                device: torch.device) -> TorchRunner:
         return TorchRunner(distiller, data, config, total_steps, transfer, device)
+
+    def export(self, model: nn.Module, format: str, path: Path, example: np.ndarray, quantize: str | None = None) -> None:
+        from kdistill.torch.export import export
+
+        export(model, format, path, example)
 
     def student(self, distiller: Distiller) -> nn.Module:
         return distiller.student

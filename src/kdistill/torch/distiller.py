@@ -17,7 +17,7 @@ from kdistill.errors import KdistillError
 from kdistill.objective import Objective
 from kdistill.recipe import FeaturePair
 from kdistill.torch.features import FeatureTap, make_adapter
-from kdistill.torch.losses import LOSS_FUNCTIONS, task_loss
+from kdistill.torch.losses import LOSS_FUNCTIONS, SoftTargets, task_and_kd, task_loss
 
 
 def freeze(model: nn.Module) -> nn.Module:
@@ -49,6 +49,7 @@ class Distiller(nn.Module):
         self.student_tap = FeatureTap(student, [pair.student for pair in self.features], "features.student")
         self.teacher_tap = FeatureTap(teacher, [pair.teacher for pair in self.features], "features.teacher") if self.features else None
         self.adapters = nn.ModuleDict()
+        self.fused = task == "classification" and self.objective.parts == ["task", "kd"]
         if probe is not None:
             self._check_outputs(probe)
 
@@ -85,18 +86,32 @@ class Distiller(nn.Module):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [*self.student.parameters(), *self.adapters.parameters()]
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor, teacher_out: torch.Tensor | None = None,
+    def teacher_side(self, teacher_out: torch.Tensor) -> torch.Tensor | SoftTargets:
+        """What a step reads of the teacher's logits: the logits, or for the fused objective their
+        :class:`SoftTargets` (computed once for a chunk of steps, then split per step)."""
+        return SoftTargets.of(teacher_out, self.objective.losses["kd"].get("temperature", 1.0)) if self.fused else teacher_out
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, teacher_out: torch.Tensor | SoftTargets | None = None,
                 share: Mapping[str, float] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """(total, parts). Under data parallelism ``share`` scales each part in the total by this
-        process's share of the rows it averages (see :mod:`kdistill.torch.distributed`)."""
+        """(total, parts). ``teacher_out``: the teacher's logits for ``x`` (or what
+        :meth:`teacher_side` made of them), None to run the teacher here. Under data parallelism
+        ``share`` scales each part in the total by this process's share of the rows it averages
+        (see :mod:`kdistill.torch.distributed`)."""
         student_out = self.student(x)
         labeled = len(y)
-        parts: dict[str, torch.Tensor] = {}
-        if "task" in self.objective.weights and labeled:
-            parts["task"] = task_loss(student_out if labeled == len(x) else student_out[:labeled], y, self.task)
         if self.objective.terms and teacher_out is None:
             with torch.no_grad():
                 teacher_out = self.teacher(x)
+        if self.fused and labeled:
+            weights = self.objective.weights
+            scale = share or {"labeled": 1.0, "all": 1.0}
+            targets = teacher_out if isinstance(teacher_out, SoftTargets) else self.teacher_side(teacher_out)
+            total, task, kd = task_and_kd(student_out, targets, y, weights["task"] * scale["labeled"],
+                                          weights["kd"] * scale["all"], **self.objective.losses["kd"])
+            return total, {"task": task, "kd": kd}
+        parts: dict[str, torch.Tensor] = {}
+        if "task" in self.objective.weights and labeled:
+            parts["task"] = task_loss(student_out if labeled == len(x) else student_out[:labeled], y, self.task)
         for term in self.objective.terms:
             function = LOSS_FUNCTIONS[term.name]
             if term.reads_features:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -66,6 +67,69 @@ def kd(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0)
     return _tempered_kl(
         "kd", ("student_logits", "teacher_logits"), ("batch", "classes"), student_logits, teacher_logits, temperature
     )
+
+
+class SoftTargets(NamedTuple):
+    """A teacher's probabilities and log-probabilities at temperature T, rows as its logits'."""
+
+    probs: Tensor
+    log_probs: Tensor
+
+    @classmethod
+    def of(cls, teacher_logits: Tensor, temperature: float) -> "SoftTargets":
+        """softmax and log_softmax of ``teacher_logits / temperature``."""
+        check_temperature("kd", temperature)
+        z = teacher_logits if temperature == 1 else teacher_logits * _constant(1.0 / temperature, teacher_logits)
+        log_probs = F.log_softmax(z, dim=-1)
+        return cls(log_probs.exp(), log_probs)
+
+    def split(self, sizes: list[int]) -> list["SoftTargets"]:
+        """Consecutive row blocks of ``sizes`` rows (views, no copy)."""
+        return [SoftTargets(*parts) for parts in zip(torch.split(self.probs, sizes), torch.split(self.log_probs, sizes))]
+
+
+class _TaskAndKd(torch.autograd.Function):
+    """``w_task · CE(s[:L], y) + w_kd · kd(s, t, T)`` as one autograd node, the teacher given as
+    its :class:`SoftTargets` p at T, with the gradient in closed form:
+    ∂/∂s = w_task/L · (softmax(s[:L]) − onehot(y)) on the L labeled rows
+    + w_kd · T/B · (softmax(s/T) − p) on all B rows. Returns (total, task, kd); the parts are
+    values for the record, not differentiated. Its scalars are cached tensors (:func:`_constant`)."""
+
+    @staticmethod
+    def forward(ctx, s: Tensor, p: Tensor, log_p: Tensor, y: Tensor, w_task: float, w_kd: float,
+                T: float):  # noqa: N803
+        labeled, rows = len(y), len(s)
+        log_q_labeled = F.log_softmax(s if labeled == rows else s[:labeled], dim=-1)
+        task = F.nll_loss(log_q_labeled, y)
+        log_q = F.log_softmax(s if T == 1 else s * _constant(1.0 / T, s), dim=-1)
+        kd = torch.dot(p.view(-1), (log_p - log_q).view(-1)).mul_(_constant(T * T / rows, s))
+        ctx.save_for_backward(log_q_labeled, log_q, p, y)
+        ctx.scales = (w_task / labeled, w_kd * T / rows)
+        ctx.mark_non_differentiable(task, kd)
+        return torch.add(task * _constant(w_task, s), kd, alpha=w_kd), task, kd
+
+    @staticmethod
+    def backward(ctx, grad_total: Tensor, _grad_task: Tensor, _grad_kd: Tensor):
+        log_q_labeled, log_q, p, y = ctx.saved_tensors
+        task_scale, kd_scale = ctx.scales
+        grad = log_q.exp().sub_(p).mul_(_constant(kd_scale, p))
+        labeled = grad[:len(y)].add_(log_q_labeled.exp(), alpha=task_scale)
+        labeled.scatter_add_(1, y[:, None], _constant(-task_scale, p).expand(len(y), 1))
+        return grad.mul_(grad_total), None, None, None, None, None, None
+
+
+def task_and_kd(student_logits: Tensor, teacher: SoftTargets, labels: Tensor, task_weight: float,
+                kd_weight: float, temperature: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:
+    """(task_weight · task + kd_weight · kd, task, kd) for classification, the labeled rows first:
+    the numbers of :func:`task_loss` on ``student_logits[:len(labels)]`` and :func:`kd` on all
+    rows, with the teacher's side (``SoftTargets.of(teacher_logits, temperature)``) computed once
+    per chunk of steps; one node whose backward is a few in-place ops (the commonest objective's
+    step, fused)."""
+    check_same_shape("kd", "student_logits", student_logits, "teacher_logits", teacher.probs, ("batch", "classes"))
+    check_labels("task", "outputs", student_logits[:len(labels)], "targets", labels)
+    check_temperature("kd", temperature)
+    return _TaskAndKd.apply(student_logits, teacher.probs, teacher.log_probs, labels, task_weight, kd_weight,
+                            temperature)
 
 
 def soft_ce(student_logits: Tensor, teacher_probs: Tensor, temperature: float = 1.0) -> Tensor:
