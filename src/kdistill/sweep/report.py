@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kdistill.report.metrics import HIGHER_IS_BETTER
-from kdistill.report.write import _atomic_write
+from kdistill.report.write import atomic_write
 from kdistill.sweep.objective import ROLES
 
 PLOTS = ("trials.png", "importance.png", "temperature_weight.png")
@@ -99,7 +99,7 @@ def _pyplot():
 
 def _save(figure: Any, path: Path) -> None:
     figure.tight_layout()
-    _atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=110))
+    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=110))
     _pyplot().close(figure)
 
 
@@ -227,7 +227,7 @@ def write_sweep_report(directory: Path, summary: dict[str, Any], studies: dict[s
     if _plot_temperature_weight(rows, loss, metric, directory / "temperature_weight.png"):
         plots.append("temperature_weight.png")
     paths = list(dict.fromkeys(path for row in rows for path in row["params"]))
-    _atomic_write(directory / "trials.csv", lambda tmp: tmp.write_text(_csv(rows, paths)))
-    _atomic_write(directory / "sweep.md", lambda tmp: tmp.write_text(_markdown(summary, plots)))
-    _atomic_write(directory / "sweep.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=2)))
+    atomic_write(directory / "trials.csv", lambda tmp: tmp.write_text(_csv(rows, paths)))
+    atomic_write(directory / "sweep.md", lambda tmp: tmp.write_text(_markdown(summary, plots)))
+    atomic_write(directory / "sweep.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=2)))
     return summary
