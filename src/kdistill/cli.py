@@ -1,4 +1,4 @@
-"""Command line: ``kdistill run | compare | cache | convert | export | validate | recipes``. User errors print one clear message and exit 2."""
+"""Command line: ``kdistill run | compare | sweep | cache | convert | export | validate | recipes``. User errors print one clear message and exit 2."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 from kdistill.backends import NAMES as BACKENDS
 from kdistill.commands import export as export_command
+from kdistill.commands import sweep as sweep_command
 from kdistill.errors import KdistillError, reading
 from kdistill.lock import exclusive
 from kdistill.ranks import is_main_process
@@ -69,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
                          "e.g. '{input_shape: [64], output_dim: 10, hidden: [256]}'")
     convert.add_argument("--trust-pickle", action="store_true", help="required: unpickling runs the code the file holds")
     export_command.add_parser(verbs)
+    sweep_command.add_parser(verbs)
     verbs.add_parser("recipes", help="list the built-in recipes")
     return parser
 
@@ -91,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.verb == "validate":
             print(recipe.to_yaml(), end="")
             return 0
+        if args.verb == "sweep":
+            return sweep_command.main(recipe, args)
         if args.verb == "cache":  # caching runs the teacher, in its own framework
             recipe = recipe.in_teacher_framework()
         if getattr(args, "nproc", None) is not None:

@@ -107,7 +107,7 @@ def _checkpoint_due(every: int | None, epoch: int, steps: int, first: int, done:
 def fit(role: str, backend: Backend, distiller: Any, data: TaskData, config: TrainConfig, device: Any, *,
         checkpoint_stem: Path | None = None, resume: bool = False, teacher_outputs: TeacherOutputs | None = None,
         augment: AugmentConfig | None = None, stored_views: int | None = None,
-        run_dir: Path | None = None) -> History:
+        run_dir: Path | None = None, epoch_end: Callable[[int, float], None] | None = None) -> History:
     """Train ``distiller``'s student (and adapters) for ``config.epochs``; returns the history and
     leaves the trained weights in the student.
 
@@ -118,8 +118,10 @@ def fit(role: str, backend: Backend, distiller: Any, data: TaskData, config: Tra
     With ``augment``, every sample is replaced by its view of the epoch: a fresh one online, one
     of the store's ``stored_views`` offline (:mod:`kdistill.data.augment`). ``checkpoint_stem``:
     where the state is saved after every epoch and every ``config.checkpoint_steps`` steps (and
-    resumed from with ``resume``, within an epoch too); ``run_dir``:
-    where ``config.log``'s events go."""
+    resumed from with ``resume``, within an epoch too); ``run_dir``: where ``config.log``'s
+    events go; ``epoch_end(epoch, validation metric)`` is called after every epoch (a
+    hyper-parameter search reports the curve to its pruner there, which may stop the fit by
+    raising)."""
     transfer = data.transfer is not None and distiller.objective.distills
     n_transfer = len(data.transfer) if transfer else None
     steps = steps_per_epoch(len(data.train), config.batch_size)
@@ -180,6 +182,8 @@ def fit(role: str, backend: Backend, distiller: Any, data: TaskData, config: Tra
                     events.epoch(epoch, history.loss[-1], {history.metric: history.val[-1]}, seconds)
                 if checkpoint_stem is not None and main:
                     checkpoint.save(checkpoint_stem, runner.state(), epoch, history)
+                if epoch_end is not None:
+                    epoch_end(epoch, history.val[-1])
     finally:
         if events is not None:
             events.close()
