@@ -1,4 +1,5 @@
 # Two entry points for a fresh machine: `make demo` (set up, then `kdistill run`) and `make test`.
+# `make test` runs the suite in one process per core (pytest-xdist), each on one intra-op thread.
 # Both create .venv, install kdistill with every extra (torch, jax, tensorflow, files, export) and the dev tools, and (as root) Debian's
 # Fashion-MNIST package.
 VENV   := .venv
@@ -23,7 +24,7 @@ demo: setup
 	$(VENV)/bin/kdistill run
 
 test: setup
-	$(PYTHON) -m pytest -q
+	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -q -n auto
 
 bench: setup
 	$(PYTHON) benchmarks/torch_online_kd.py
