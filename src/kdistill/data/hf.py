@@ -24,7 +24,7 @@ import numpy as np
 
 from kdistill.data.images import decode_image, decoded_as, image_header
 from kdistill.data.keyed import Listing, content_digest, keyed_task_data
-from kdistill.data.samples import Samples
+from kdistill.data.samples import IndexedFloat32
 from kdistill.data.splits import TaskData
 from kdistill.data.text import featurise, text_settings
 from kdistill.errors import KdistillError
@@ -60,21 +60,13 @@ def _open(config: DataConfig) -> Any:
     return loaded
 
 
-class HFSamples(Samples):
+class HFSamples(IndexedFloat32):
     """The input column of a ``datasets.Dataset``, decoded on demand."""
 
     def __init__(self, dataset: Any, column: str, kind: str, listing: Listing, settings: dict,
                  sample_shape: tuple[int, ...]):
         self.dataset, self.column, self.kind, self.settings = dataset, column, kind, settings
         self.sample_shape, self.keys, self.digests = sample_shape, listing.keys, listing.digests
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return (len(self.dataset), *self.sample_shape)
-
-    @property
-    def dtype(self) -> np.dtype:
-        return np.dtype(np.float32)
 
     def read(self, rows: np.ndarray) -> np.ndarray:
         values = self.dataset[[int(row) for row in rows]][self.column]

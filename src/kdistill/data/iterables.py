@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from kdistill.data.keyed import Listing, content_digest, keyed_task_data
-from kdistill.data.samples import Samples
+from kdistill.data.samples import IndexedFloat32, Samples
 from kdistill.data.splits import TaskData
 from kdistill.errors import KdistillError
 from kdistill.recipe import DataConfig
@@ -40,20 +40,12 @@ def _input(value: Any) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(_plain(value), dtype=np.float32))
 
 
-class IndexedSamples(Samples):
+class IndexedSamples(IndexedFloat32):
     """The inputs of a sequence of samples, read by index on demand: item ``i``'s ``x``."""
 
     def __init__(self, dataset: Sequence, sample_shape: tuple[int, ...], keyed: bool, listing: Listing):
         self.dataset, self.sample_shape, self.keyed = dataset, sample_shape, keyed
         self.keys, self.digests = listing.keys, listing.digests
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return (len(self.dataset), *self.sample_shape)
-
-    @property
-    def dtype(self) -> np.dtype:
-        return np.dtype(np.float32)
 
     def read(self, rows: np.ndarray) -> np.ndarray:
         out = np.empty((len(rows), *self.sample_shape), dtype=np.float32)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -65,6 +66,22 @@ class Samples(ABC):
         if np.ndim(index) == 0:
             return self.read(np.asarray([index], dtype=np.int64))[0]
         return self.read(np.asarray(index, dtype=np.int64))
+
+
+class IndexedFloat32(Samples):
+    """float32 samples shaped ``sample_shape``, one per item of ``dataset`` (a source read by
+    index: a Hugging Face dataset, a Python sequence); subclasses set both and give ``read``."""
+
+    dataset: Any
+    sample_shape: tuple[int, ...]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.dataset), *self.sample_shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.float32)
 
 
 class Subset(Samples):
