@@ -41,8 +41,10 @@ def resolve_factory(name: str, zoo: Mapping[str, Callable], field: str, option: 
 
 def factory_kwargs(factory: Callable, kwargs: dict[str, Any], data: TaskData, **facts: Any) -> dict[str, Any]:
     """The factory's keyword arguments: the recipe's, plus the data facts it asks for by name
-    (``input_shape``, ``output_dim``, any ``data.meta`` key such as ``n_users``, and ``facts``)."""
-    known = {"input_shape": list(data.input_shape), "output_dim": data.output_dim, **data.meta, **facts}
+    (``input_shape``, ``input_dtype`` such as ``"int32"``, ``output_dim``, any ``data.meta`` key such as
+    ``n_users``, and ``facts``)."""
+    known = {"input_shape": list(data.input_shape), "input_dtype": str(data.train.x.dtype), "output_dim": data.output_dim,
+             **data.meta, **facts}
     accepted = inspect.signature(factory).parameters
     return {**{key: value for key, value in known.items() if key in accepted and key not in kwargs}, **kwargs}
 

@@ -1,7 +1,9 @@
-"""Built-in Flax NNX models: MLP, small CNN, user–item scorer, with the PyTorch zoo's keyword
-arguments and layer names (``fc1``, ``relu1``, ``conv2``, ``head``), so one recipe serves both.
+"""Built-in Flax NNX models: MLP, small CNN, user–item scorer, text MLP, with the PyTorch zoo's
+keyword arguments and layer names (``fc1``, ``relu1``, ``conv2``, ``pool``, ``head``), so one
+recipe serves both.
 
-Layers are initialised as PyTorch does (weights and biases uniform in ±1/√fan_in), so the two
+Layers are initialised as PyTorch does (weights and biases uniform in ±1/√fan_in, embeddings
+N(0, 1)), so the two
 backends start from the same distribution. Images arrive channels-first (C, H, W) as in every
 kdistill dataset; the CNN transposes to NHWC for ``nnx.Conv``. :class:`Layers` runs named layers in
 order and can return the activations of some of them: that is how feature distillation reads
@@ -19,6 +21,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from kdistill.errors import KdistillError
+from kdistill.zoo_inputs import check_token_inputs
 
 
 def _torch_init(fan_in: int) -> dict[str, Callable]:
@@ -47,7 +50,8 @@ def channels_first(x: jax.Array) -> jax.Array:
 
 class Layers(nnx.Module):
     """Named layers applied in order; ``run(x, taps)`` also returns the outputs of the layers named
-    in ``taps`` (4-d activations channels-first)."""
+    in ``taps`` (4-d activations channels-first). A layer whose ``reads_inputs`` is true (the text
+    MLP's masked pool) is called with the model's inputs too: ``layer(x, inputs)``."""
 
     def __init__(self, layers: dict[str, Callable[[jax.Array], jax.Array]]):
         self.names = tuple(layers)
@@ -55,15 +59,30 @@ class Layers(nnx.Module):
             setattr(self, name, layer)
 
     def run(self, x: jax.Array, taps: Sequence[str] = ()) -> tuple[jax.Array, dict[str, jax.Array]]:
-        features = {}
+        inputs, features = x, {}
         for name in self.names:
-            x = getattr(self, name)(x)
+            layer = getattr(self, name)
+            x = layer(x, inputs) if getattr(layer, "reads_inputs", False) else layer(x)
             if name in taps:
                 features[name] = channels_first(x)
         return x, features
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.run(x)[0]
+
+
+def dense_layers(width: int, output_dim: int, hidden: Sequence[int], dropout: float,
+                 rngs: nnx.Rngs) -> dict[str, Callable]:
+    """[fcK → reluK → dropK]… → head, from ``width`` inputs."""
+    layers: dict[str, Callable] = {}
+    for index, size in enumerate(hidden, start=1):
+        layers[f"fc{index}"] = linear(width, size, rngs)
+        layers[f"relu{index}"] = jax.nn.relu
+        if dropout:
+            layers[f"drop{index}"] = nnx.Dropout(dropout, rngs=rngs)
+        width = size
+    layers["head"] = linear(width, output_dim, rngs)
+    return layers
 
 
 def mlp(input_shape: Sequence[int], output_dim: int, hidden: Sequence[int] = (128,), dropout: float = 0.0,
@@ -74,15 +93,7 @@ def mlp(input_shape: Sequence[int], output_dim: int, hidden: Sequence[int] = (12
     layers: dict[str, Callable] = {"flatten": flatten}
     if input_dropout:
         layers["drop0"] = nnx.Dropout(input_dropout, rngs=rngs)
-    width = math.prod(input_shape)
-    for index, size in enumerate(hidden, start=1):
-        layers[f"fc{index}"] = linear(width, size, rngs)
-        layers[f"relu{index}"] = jax.nn.relu
-        if dropout:
-            layers[f"drop{index}"] = nnx.Dropout(dropout, rngs=rngs)
-        width = size
-    layers["head"] = linear(width, output_dim, rngs)
-    return Layers(layers)
+    return Layers(layers | dense_layers(math.prod(input_shape), output_dim, hidden, dropout, rngs))
 
 
 def cnn(input_shape: Sequence[int], output_dim: int, channels: Sequence[int] = (32, 64), hidden: int = 128,
@@ -140,4 +151,37 @@ def user_item(input_shape: Sequence[int], output_dim: int, n_users: int, n_items
     return UserItemScorer(n_users, n_items, embedding, hidden, seed)
 
 
-ZOO = {"mlp": mlp, "cnn": cnn, "user_item": user_item}
+class TokenEmbedding(nnx.Embed):
+    """The embedding of the ids ``tokens[:, 0]`` of (B, 2, L) tokens: (B, L, D)."""
+
+    def __call__(self, tokens: jax.Array) -> jax.Array:
+        return super().__call__(tokens[:, 0])
+
+
+class MaskedMeanPool(nnx.Module):
+    """(B, L, D) token vectors and the model's (B, 2, L) tokens → (B, D): the mean over the real
+    tokens (attention mask ``tokens[:, 1]`` = 1). Padding is left out exactly (its vectors are
+    multiplied by 0); a sequence without a real token gives zeros."""
+
+    reads_inputs = True
+
+    def __call__(self, vectors: jax.Array, tokens: jax.Array) -> jax.Array:
+        mask = tokens[:, 1, :, None].astype(vectors.dtype)
+        return (vectors * mask).sum(axis=1) / jnp.maximum(mask.sum(axis=1), 1.0)
+
+
+def text_mlp(input_shape: Sequence[int], output_dim: int, vocab_size: int | None = None, embedding: int = 64,
+             hidden: Sequence[int] = (128,), dropout: float = 0.0, input_dtype: str = "int32", seed: int = 0) -> Layers:
+    """Tokens (2, L) int → ``embedding`` of the ids → ``pool`` (masked mean, (B, D)) →
+    [fcK → reluK → dropK]… → ``head``; ``vocab_size`` comes from the data's meta (the tokenizer's
+    vocabulary). ``seed`` seeds weights and dropout."""
+    check_token_inputs("text_mlp", input_shape, input_dtype, vocab_size)
+    rngs = nnx.Rngs(seed)
+    layers: dict[str, Callable] = {
+        "embedding": TokenEmbedding(vocab_size, embedding, embedding_init=nnx.initializers.normal(1.0), rngs=rngs),
+        "pool": MaskedMeanPool(),
+    }
+    return Layers(layers | dense_layers(embedding, output_dim, hidden, dropout, rngs))
+
+
+ZOO = {"mlp": mlp, "cnn": cnn, "user_item": user_item, "text_mlp": text_mlp}

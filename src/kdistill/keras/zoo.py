@@ -1,16 +1,29 @@
-"""Built-in Keras models: MLP and small CNN with the keyword arguments and layer names of
-``kdistill.torch.zoo`` (``fc1``, ``conv2``, ``head``), so one recipe serves both backends and
-feature-distillation paths read the same. Sequential models with an ``Input``: every layer's
-output can be tapped by name."""
+"""Built-in Keras models: MLP, small CNN and text MLP with the keyword arguments and layer names
+of ``kdistill.torch.zoo`` (``fc1``, ``conv2``, ``pool``, ``head``), so one recipe serves both
+backends and feature-distillation paths read the same. Sequential or Functional models with an
+``Input``: every layer's output can be tapped by name. The text MLP's own layers are registered
+Keras serializables, so its ``.keras`` file loads in safe mode."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import keras
-from keras import layers
+from keras import layers, ops
 
 from kdistill.errors import KdistillError
+from kdistill.zoo_inputs import check_token_inputs
+
+
+def dense_layers(output_dim: int, hidden: Sequence[int], dropout: float) -> list[layers.Layer]:
+    """[fcK → reluK → dropK]… → head."""
+    stack: list[layers.Layer] = []
+    for index, size in enumerate(hidden, start=1):
+        stack += [layers.Dense(size, name=f"fc{index}"), layers.ReLU(name=f"relu{index}")]
+        if dropout:
+            stack.append(layers.Dropout(dropout, name=f"drop{index}"))
+    stack.append(layers.Dense(output_dim, name="head"))
+    return stack
 
 
 def mlp(input_shape: Sequence[int], output_dim: int, hidden: Sequence[int] = (128,), dropout: float = 0.0,
@@ -20,12 +33,7 @@ def mlp(input_shape: Sequence[int], output_dim: int, hidden: Sequence[int] = (12
     stack: list[layers.Layer] = [keras.Input(tuple(input_shape)), layers.Flatten(name="flatten")]
     if input_dropout:
         stack.append(layers.Dropout(input_dropout, name="drop0"))
-    for index, size in enumerate(hidden, start=1):
-        stack += [layers.Dense(size, name=f"fc{index}"), layers.ReLU(name=f"relu{index}")]
-        if dropout:
-            stack.append(layers.Dropout(dropout, name=f"drop{index}"))
-    stack.append(layers.Dense(output_dim, name="head"))
-    return keras.Sequential(stack, name="mlp")
+    return keras.Sequential(stack + dense_layers(output_dim, hidden, dropout), name="mlp")
 
 
 def cnn(input_shape: Sequence[int], output_dim: int, channels: Sequence[int] = (32, 64), hidden: int = 128,
@@ -50,4 +58,45 @@ def cnn(input_shape: Sequence[int], output_dim: int, channels: Sequence[int] = (
     return keras.Sequential(stack, name="cnn")
 
 
-ZOO = {"mlp": mlp, "cnn": cnn}
+@keras.saving.register_keras_serializable(package="kdistill")
+class TokenEmbedding(layers.Embedding):
+    """The embedding of the ids ``tokens[:, 0]`` of (B, 2, L) tokens: (B, L, D)."""
+
+    def call(self, tokens):
+        return super().call(tokens[:, 0])
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[2], self.output_dim)
+
+
+@keras.saving.register_keras_serializable(package="kdistill")
+class MaskedMeanPool(layers.Layer):
+    """(B, L, D) token vectors and (B, 2, L) tokens → (B, D): the mean over the real tokens
+    (attention mask ``tokens[:, 1]`` = 1). Padding is left out exactly (its vectors are multiplied
+    by 0); a sequence without a real token gives zeros."""
+
+    def call(self, vectors, tokens):
+        mask = ops.expand_dims(ops.cast(tokens[:, 1], vectors.dtype), -1)
+        return ops.sum(vectors * mask, axis=1) / ops.maximum(ops.sum(mask, axis=1), 1.0)
+
+    def compute_output_shape(self, vectors_shape, tokens_shape):
+        return (vectors_shape[0], vectors_shape[2])
+
+
+def text_mlp(input_shape: Sequence[int], output_dim: int, vocab_size: int | None = None, embedding: int = 64,
+             hidden: Sequence[int] = (128,), dropout: float = 0.0, input_dtype: str = "int32") -> keras.Model:
+    """Tokens (2, L) int → ``embedding`` of the ids (N(0, 1) as PyTorch's) → ``pool`` (masked mean,
+    (B, D)) → [fcK → reluK → dropK]… → ``head``; ``vocab_size`` comes from the data's meta (the
+    tokenizer's vocabulary). A Functional model whose ``Input`` keeps the data's integer dtype and
+    takes any length L, as the PyTorch and JAX models do."""
+    check_token_inputs("text_mlp", input_shape, input_dtype, vocab_size)
+    tokens = keras.Input((2, None), dtype=input_dtype, name="tokens")
+    vectors = TokenEmbedding(vocab_size, embedding, embeddings_initializer=keras.initializers.RandomNormal(stddev=1.0),
+                             name="embedding")(tokens)
+    x = MaskedMeanPool(name="pool")(vectors, tokens)
+    for layer in dense_layers(output_dim, hidden, dropout):
+        x = layer(x)
+    return keras.Model(tokens, x, name="text_mlp")
+
+
+ZOO = {"mlp": mlp, "cnn": cnn, "text_mlp": text_mlp}

@@ -1,5 +1,5 @@
-"""Built-in PyTorch models: MLP, small CNN, user–item scorer. Layers carry readable names
-(``fc1``, ``conv2``, ``head``) so feature-distillation paths are easy to write."""
+"""Built-in PyTorch models: MLP, small CNN, user–item scorer, text MLP. Layers carry readable
+names (``fc1``, ``conv2``, ``pool``, ``head``) so feature-distillation paths are easy to write."""
 
 from __future__ import annotations
 
@@ -11,6 +11,20 @@ import torch
 from torch import nn
 
 from kdistill.errors import KdistillError
+from kdistill.zoo_inputs import check_token_inputs
+
+
+def dense_layers(width: int, output_dim: int, hidden: Sequence[int], dropout: float) -> OrderedDict[str, nn.Module]:
+    """[fcK → reluK → dropK]… → head, from ``width`` inputs."""
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    for index, size in enumerate(hidden, start=1):
+        layers[f"fc{index}"] = nn.Linear(width, size)
+        layers[f"relu{index}"] = nn.ReLU()
+        if dropout:
+            layers[f"drop{index}"] = nn.Dropout(dropout)
+        width = size
+    layers["head"] = nn.Linear(width, output_dim)
+    return layers
 
 
 def mlp(input_shape: Sequence[int], output_dim: int, hidden: Sequence[int] = (128,), dropout: float = 0.0,
@@ -20,14 +34,7 @@ def mlp(input_shape: Sequence[int], output_dim: int, hidden: Sequence[int] = (12
     layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())
     if input_dropout:
         layers["drop0"] = nn.Dropout(input_dropout)
-    width = math.prod(input_shape)
-    for index, size in enumerate(hidden, start=1):
-        layers[f"fc{index}"] = nn.Linear(width, size)
-        layers[f"relu{index}"] = nn.ReLU()
-        if dropout:
-            layers[f"drop{index}"] = nn.Dropout(dropout)
-        width = size
-    layers["head"] = nn.Linear(width, output_dim)
+    layers.update(dense_layers(math.prod(input_shape), output_dim, hidden, dropout))
     return nn.Sequential(layers)
 
 
@@ -86,4 +93,44 @@ def user_item(input_shape: Sequence[int], output_dim: int, n_users: int, n_items
     return UserItemScorer(n_users, n_items, embedding, hidden)
 
 
-ZOO = {"mlp": mlp, "cnn": cnn, "user_item": user_item}
+class MaskedMeanPool(nn.Module):
+    """(B, L, D) token vectors and (B, 2, L) tokens → (B, D): the mean over the real tokens
+    (attention mask ``tokens[:, 1]`` = 1). Padding is left out exactly (its vectors are multiplied
+    by 0); a sequence without a real token gives zeros."""
+
+    def forward(self, vectors: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        mask = tokens[:, 1].unsqueeze(-1).to(vectors.dtype)
+        return (vectors * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+
+
+class TextMLP(nn.Module):
+    """Tokens (B, 2, L) int → logits: ``embedding`` of the ids → ``pool`` (masked mean, (B, D)) →
+    [fcK → reluK → dropK]… → ``head``. Every stage is a submodule of its own name, so feature paths
+    (``pool``, ``fc1``) read it; ``embedding`` gives (B, L, D)."""
+
+    def __init__(self, vocab_size: int, output_dim: int, embedding: int = 64, hidden: Sequence[int] = (128,),
+                 dropout: float = 0.0):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embedding)
+        self.pool = MaskedMeanPool()
+        dense = dense_layers(embedding, output_dim, hidden, dropout)
+        for name, layer in dense.items():
+            self.add_module(name, layer)
+        self.dense = tuple(dense)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.pool(self.embedding(tokens[:, 0]), tokens)
+        for name in self.dense:
+            x = getattr(self, name)(x)
+        return x
+
+
+def text_mlp(input_shape: Sequence[int], output_dim: int, vocab_size: int | None = None, embedding: int = 64,
+             hidden: Sequence[int] = (128,), dropout: float = 0.0, input_dtype: str = "int32") -> nn.Module:
+    """A small text classifier on tokenized text (2, L) (:class:`TextMLP`); ``vocab_size`` comes
+    from the data's meta (the tokenizer's vocabulary)."""
+    check_token_inputs("text_mlp", input_shape, input_dtype, vocab_size)
+    return TextMLP(vocab_size, output_dim, embedding, hidden, dropout)
+
+
+ZOO = {"mlp": mlp, "cnn": cnn, "user_item": user_item, "text_mlp": text_mlp}
