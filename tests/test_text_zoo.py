@@ -21,17 +21,19 @@ VOCAB, LENGTH, CLASSES = 40, 12, 3
 SAVED = {"torch": "student.safetensors", "keras": "student.keras", "jax": "student.safetensors"}
 
 
-def token_data(n: int = 300) -> TaskData:
+def token_data(n: int = 288) -> TaskData:
     """Sequences of 3..8 random filler ids (>= 4) padded to LENGTH with id 0; the class c's own
-    token c + 1 is one of the real tokens, so a mean of token embeddings tells the classes apart."""
+    token c + 1 takes two of the real positions (or one, where both draws agree), so a mean of
+    token embeddings tells the classes apart."""
     rng = np.random.default_rng(0)
     y = np.arange(n) % CLASSES
     lengths = rng.integers(3, LENGTH - 3, n)
     mask = np.arange(LENGTH) < lengths[:, None]
     ids = rng.integers(CLASSES + 1, VOCAB, (n, LENGTH))
-    ids[np.arange(n), rng.integers(0, lengths)] = y + 1
+    for _ in range(2):
+        ids[np.arange(n), rng.integers(0, lengths)] = y + 1
     x = np.stack([np.where(mask, ids, 0), mask], axis=1).astype(np.int32)
-    parts = (slice(0, 200), slice(200, 250), slice(250, n))
+    parts = (slice(0, 192), slice(192, 240), slice(240, n))  # 6 full batches of 32: one step shape
     splits = [Split(x[part], y[part].astype(np.int64), np.arange(n)[part]) for part in parts]
     return TaskData("tokens", "classification", *splits, output_dim=CLASSES, meta={"vocab_size": VOCAB})
 
@@ -39,11 +41,11 @@ def token_data(n: int = 300) -> TaskData:
 def text_recipe(backend: str):
     return recipe_from_dict({
         "backend": backend, "task": "classification",
-        "teacher": {"model": "text_mlp", "kwargs": {"embedding": 32, "hidden": [64]}, "train": {"epochs": 15}},
+        "teacher": {"model": "text_mlp", "kwargs": {"embedding": 16, "hidden": [16, 16]}, "train": {"epochs": 3}},
         "student": {"model": "text_mlp", "kwargs": {"embedding": 16, "hidden": [16], "dropout": 0.1}},
         "losses": {"kd": {"temperature": 2}}, "weights": {"task": 0.5, "kd": 0.5},
-        "train": {"epochs": 15, "batch_size": 32, "lr": 0.01, "progress": False, "device": "cpu"},
-        "compare": {"latency_repeats": 3},
+        "train": {"epochs": 3, "batch_size": 32, "lr": 0.03, "progress": False, "device": "cpu"},
+        "compare": {"scratch": False, "latency_repeats": 3},  # the twin is cloned all the same
     })
 
 
@@ -60,7 +62,7 @@ def test_a_text_mlp_recipe_learns_tokens_end_to_end_and_padding_changes_nothing(
     data = token_data()
     pipeline = Pipeline(text_recipe(backend), data)
     results = {result.role: result for result in pipeline.execute(tmp_path / "run", resume=False)}
-    assert set(results) == {"teacher", "distilled", "scratch"}
+    assert set(results) == {"teacher", "distilled"}
     for role in results:
         assert results[role].metrics["accuracy"] > 0.8, (role, results[role].metrics)  # chance: 1/3
         assert results[role].latency_ms is not None

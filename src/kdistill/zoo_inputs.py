@@ -5,8 +5,8 @@ attention mask (1 = real token, 0 = padding) — and the data's ``meta`` gives `
 Token ids are not range-checked per step (that would cost every forward pass): an id outside
 ``[0, vocab_size)`` is a data bug, and each framework meets it its own way — PyTorch raises an
 ``IndexError`` (a device-side assert on CUDA), Keras on TensorFlow raises ``InvalidArgumentError``
-on the CPU and reads zeros on a GPU, JAX's ``jnp.take`` gives NaN, which the training loop's
-divergence check reports.
+on the CPU and reads zeros on a GPU, JAX's ``jnp.take`` gives NaN for ids >= ``vocab_size`` (the
+training loop's divergence check reports it) and wraps negative ids as numpy indexing does.
 """
 
 from __future__ import annotations
