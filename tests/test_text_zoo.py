@@ -1,9 +1,11 @@
 """The text MLP of every backend's zoo (``text_mlp``) on tokenized text — int32 (N, 2, L): token
-ids, then the attention mask — with ``vocab_size`` in the data's meta. A recipe with a text-MLP
-teacher and student runs end to end through the one pipeline (build, output check, training,
-prediction, latency, save, the scratch twin's clone); the student learns a toy task, padding
-leaves its outputs unchanged, its saved file loads to the same predictions, and inputs that are
-not tokens are refused naming the model."""
+ids, then the attention mask — with ``vocab_size`` in the data's meta. A PyTorch text-MLP teacher
+teaches a PyTorch student online (kd, and hint between the pooled vectors) and, through a store of
+its logits, a Keras and a JAX student: each run goes through the one pipeline (build, output
+check, training, prediction, latency, save, the scratch twin's clone). The students learn a toy
+task, padding leaves their outputs unchanged, their saved files load to the same predictions,
+``pool`` is a feature layer in every backend, and inputs that are not tokens are refused naming
+the model."""
 
 from __future__ import annotations
 
@@ -13,8 +15,11 @@ import pytest
 from kdistill import backends
 from kdistill.data.splits import Split, TaskData
 from kdistill.errors import KdistillError
+from kdistill.objective import Objective
 from kdistill.pipeline import Pipeline
-from kdistill.recipe import ModelConfig, recipe_from_dict
+from kdistill.recipe import FeaturePair, ModelConfig, recipe_from_dict
+from kdistill.store.cache import cache_teacher
+from kdistill.store.for_run import open_store_for
 from test_backend_contract import BACKENDS
 
 VOCAB, LENGTH, CLASSES = 40, 12, 3
@@ -38,15 +43,35 @@ def token_data(n: int = 288) -> TaskData:
     return TaskData("tokens", "classification", *splits, output_dim=CLASSES, meta={"vocab_size": VOCAB})
 
 
-def text_recipe(backend: str):
+TRAIN = {"epochs": 3, "batch_size": 32, "lr": 0.03, "progress": False, "device": "cpu"}
+STUDENT = {"model": "text_mlp", "kwargs": {"embedding": 16, "hidden": [16], "dropout": 0.1}}
+POOLED = [{"student": "pool", "teacher": "pool", "loss": "hint"}]  # the pooled sentence vectors
+
+
+def text_recipe(backend: str, teacher: dict, **sections):
     return recipe_from_dict({
-        "backend": backend, "task": "classification",
-        "teacher": {"model": "text_mlp", "kwargs": {"embedding": 16, "hidden": [16, 16]}, "train": {"epochs": 3}},
-        "student": {"model": "text_mlp", "kwargs": {"embedding": 16, "hidden": [16], "dropout": 0.1}},
-        "losses": {"kd": {"temperature": 2}}, "weights": {"task": 0.5, "kd": 0.5},
-        "train": {"epochs": 3, "batch_size": 32, "lr": 0.03, "progress": False, "device": "cpu"},
-        "compare": {"scratch": False, "latency_repeats": 3},  # the twin is cloned all the same
+        "backend": backend, "task": "classification", "teacher": teacher, "student": STUDENT,
+        "losses": {"kd": {"temperature": 2}}, "weights": {"task": 0.5, "kd": 0.5}, "train": TRAIN,
+        "compare": {"scratch": False, "latency_repeats": 3}, **sections,  # the twin is cloned all the same
     })
+
+
+TEACHER = {"model": "text_mlp", "kwargs": {"embedding": 16, "hidden": [16, 16]}, "train": {"epochs": 3}}
+ONLINE = {"losses": {"kd": {"temperature": 2}, "hint": {}}, "weights": {"task": 0.5, "kd": 0.4, "hint": 0.1},
+          "features": POOLED}
+
+
+@pytest.fixture(scope="module")
+def torch_run(tmp_path_factory):
+    """A PyTorch text-MLP teacher teaching a text-MLP student online (kd + hint between the pooled
+    vectors), and the trained teacher's logits cached to a soft-target store."""
+    pytest.importorskip("torch")
+    data, out = token_data(), tmp_path_factory.mktemp("text") / "run"
+    pipeline = Pipeline(text_recipe("torch", TEACHER, **ONLINE), data)
+    results = pipeline.execute(out, resume=False)
+    store = out.parent / "store"
+    cache_teacher(text_recipe("torch", {"path": str(out / "teacher.safetensors")}), data, store, pipeline.backend)
+    return pipeline, results, out, store
 
 
 def padded_variants(x: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -58,14 +83,19 @@ def padded_variants(x: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_a_text_mlp_recipe_learns_tokens_end_to_end_and_padding_changes_nothing(backend, tmp_path):
-    data = token_data()
-    pipeline = Pipeline(text_recipe(backend), data)
-    results = {result.role: result for result in pipeline.execute(tmp_path / "run", resume=False)}
+def test_a_text_mlp_recipe_learns_tokens_end_to_end_and_padding_changes_nothing(backend, torch_run, tmp_path):
+    """PyTorch: the online run; Keras and JAX: students taught by the PyTorch teacher's store."""
+    pipeline, results, out, store = torch_run
+    data = pipeline.data
+    if backend != "torch":
+        recipe, out = text_recipe(backend, {"store": str(store)}), tmp_path / "run"
+        pipeline = Pipeline(recipe, data)
+        results = pipeline.execute(out, resume=False, store=open_store_for(recipe, data))
+    results = {result.role: result for result in results}
     assert set(results) == {"teacher", "distilled"}
     for role in results:
         assert results[role].metrics["accuracy"] > 0.8, (role, results[role].metrics)  # chance: 1/3
-        assert results[role].latency_ms is not None
+    assert results["distilled"].latency_ms is not None
     impl, device, x = pipeline.backend, pipeline.device, data.test.x
     assert x.dtype == np.int32
     student = pipeline.student
@@ -77,7 +107,7 @@ def test_a_text_mlp_recipe_learns_tokens_end_to_end_and_padding_changes_nothing(
     empty_logits = impl.predict(student, empty, 64, device)
     assert np.isfinite(empty_logits).all()
     np.testing.assert_allclose(empty_logits[1], empty_logits[0], rtol=0, atol=1e-6)
-    saved = tmp_path / "run" / SAVED[backend]
+    saved = out / SAVED[backend]
     loaded, _ = impl.build(ModelConfig(path=str(saved)), data, "student", 0, device)
     np.testing.assert_allclose(impl.predict(loaded, x, 64, device), logits, rtol=0, atol=1e-6)
 
@@ -100,3 +130,15 @@ def test_text_mlp_refuses_inputs_that_are_not_tokens_naming_the_model(backend):
         with pytest.raises(KdistillError) as refusal:
             impl.build(ModelConfig(model="text_mlp"), bad, "student", 0, impl.device("cpu"))
         assert "'text_mlp'" in str(refusal.value) and said in str(refusal.value)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_pool_is_a_feature_layer_of_text_mlp_in_every_backend(backend):
+    """A hint between the pooled vectors of a text-MLP student and teacher: both taps found by name
+    and the adapter sized from them on a probe (nothing trained)."""
+    data, impl = token_data(), backends.load(backend)
+    device = impl.device("cpu")
+    student, _ = impl.build(ModelConfig(**STUDENT), data, "student", 0, device)
+    teacher, _ = impl.build(ModelConfig(model=TEACHER["model"], kwargs=TEACHER["kwargs"]), data, "teacher", 1, device)
+    objective = Objective("classification", {"task": 0.5, "kd": 0.4, "hint": 0.1}, {"kd": {}, "hint": {}})
+    impl.distiller(student, objective, teacher, [FeaturePair(**POOLED[0])], data.train.x[:4], device, 0)
