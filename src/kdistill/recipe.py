@@ -92,14 +92,17 @@ class ImageConfig(StrictModel):
 
 
 class TextConfig(StrictModel):
-    """The stateless featurisation of raw text for zoo models: scikit-learn's ``HashingVectorizer``
-    (``features`` hashed columns, word ``ngrams`` [min, max], l2-normalised counts), applied when a
-    batch is read. Per-model preprocessing (a model's own tokenizer) replaces it for models that
-    read text themselves."""
+    """How raw text becomes model inputs when a batch is read (:mod:`kdistill.data.text_encoding`):
+    scikit-learn's ``HashingVectorizer`` (``features`` hashed columns, word ``ngrams`` [min, max],
+    l2-normalised counts) for zoo models that read feature vectors; or, with ``tokenizer`` (a
+    pretrained model's short name such as ``minilm-l6``, its folder, or a ``tokenizer.json``),
+    token ids and attention mask, ``max_length`` tokens each, for text models and transformers."""
 
     features: int = Field(4096, ge=2, le=2**22)
     ngrams: tuple[int, int] = (1, 2)
     lowercase: bool = True
+    tokenizer: str | None = None
+    max_length: int = Field(128, ge=2, le=8192)
 
     @field_validator("ngrams")
     @classmethod
@@ -133,7 +136,7 @@ class HFConfig(StrictModel):
 
 class DataConfig(StrictModel):
     dataset: Literal["digits", "breast_cancer", "fashion_mnist", "arrays", "synthetic_ranking", "movielens",
-                     "image_folder", "text_folder", "text_table", "hf"] = "digits"
+                     "image_folder", "text_folder", "text_table", "bbc_news", "hf"] = "digits"
     path: str | None = None
     labels: str | None = None
     """image_folder: a CSV naming each image of the flat folder ``path`` (a ``file`` column) and its
@@ -325,6 +328,28 @@ class Recipe(StrictModel):
     train: TrainConfig = TrainConfig()
     compare: CompareConfig = CompareConfig()
     output: OutputConfig = OutputConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _student_from_teacher(cls, value: Any) -> Any:
+        """``student: {from_teacher: {layers: [0, 2, 4]}}``: the teacher's own model (its factory,
+        its pretrained weights) keeping those layers (DistilBERT's initialisation, Sanh et al. 2019);
+        the student's own ``kwargs`` override the teacher's."""
+        student = value.get("student") if isinstance(value, dict) else None
+        if not isinstance(student, dict) or "from_teacher" not in student:
+            return value
+        student = dict(student)
+        source = student.pop("from_teacher")
+        teacher = value.get("teacher") if isinstance(value.get("teacher"), dict) else {}
+        if not isinstance(source, dict) or set(source) != {"layers"}:
+            raise ValueError(f"student.from_teacher: {source!r}; give {{layers: [indices of the teacher's layers]}}")
+        if not teacher.get("model"):
+            raise ValueError("student.from_teacher: needs teacher.model (the factory whose layers the student takes)")
+        if "model" in student or "path" in student:
+            raise ValueError("student.from_teacher: the student's model is the teacher's; drop student.model / student.path")
+        student["model"] = teacher["model"]
+        student["kwargs"] = {**(teacher.get("kwargs") or {}), "layers": source["layers"], **(student.get("kwargs") or {})}
+        return {**value, "student": student}
 
     @field_validator("losses", mode="before")
     @classmethod

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from kdistill.errors import KdistillError
+from kdistill.torch.transformer import transformer
 
 
 def mlp(input_shape: Sequence[int], output_dim: int, hidden: Sequence[int] = (128,), dropout: float = 0.0,
@@ -86,4 +87,4 @@ def user_item(input_shape: Sequence[int], output_dim: int, n_users: int, n_items
     return UserItemScorer(n_users, n_items, embedding, hidden)
 
 
-ZOO = {"mlp": mlp, "cnn": cnn, "user_item": user_item}
+ZOO = {"mlp": mlp, "cnn": cnn, "user_item": user_item, "transformer": transformer}
