@@ -4,6 +4,7 @@ stands in for the 22.7M-parameter model, so the whole pipeline runs in seconds."
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -114,21 +115,51 @@ def test_from_teacher_needs_a_teacher_model(articles, tiny_bert, tmp_path):
         Recipe.model_validate(raw)
 
 
-def test_a_transformer_teaches_a_student_of_its_own_layers(articles, tiny_bert, tmp_path):
-    out = tmp_path / "run"
-    path = tmp_path / "recipe.yaml"
+@pytest.fixture(scope="module")
+def finished_run(articles, tiny_bert, tmp_path_factory) -> Path:
+    """``kdistill run`` of the tiny teacher and its one-layer student on the 60 articles."""
+    out = tmp_path_factory.mktemp("transformer-run") / "run"
+    path = out.parent / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe(articles, tiny_bert, out)))
     assert main(["run", str(path)]) == 0
+    return out
+
+
+def test_a_transformer_teaches_a_student_of_its_own_layers(finished_run):
+    out = finished_run
     resolved = yaml.safe_load((out / "recipe.yaml").read_text())
     assert resolved["student"]["model"] == "transformer" and resolved["student"]["kwargs"]["layers"] == [1]
+    from kdistill.torch.backend import predict
     from kdistill.torch.models import load_model
 
     student = load_model(out / "student.safetensors")
     assert len(student.encoder.encoder.layer) == 1 and student.pool.mode == "cls"
     data = load_task_data(Recipe.model_validate(resolved).data, "classification")
-    report = yaml.safe_load((out / "report.json").read_text())
+    report = json.loads((out / "report.json").read_text())
     distilled = next(model for model in report["models"] if model["role"] == "distilled")
-    from kdistill.torch.backend import predict
-
     accuracy = float((predict(student, data.test.x, 16).argmax(1) == data.test.y).mean())
     assert accuracy == pytest.approx(distilled["metrics"]["accuracy"])  # the saved student is the one measured
+
+
+def test_the_student_ships_as_a_hugging_face_folder(finished_run):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from kdistill.torch.backend import predict
+    from kdistill.torch.models import load_model
+
+    assert main(["export", str(finished_run), "--format", "hf", "--role", "student"]) == 0
+    folder = finished_run / "export" / "student.hf"
+    reloaded = AutoModelForSequenceClassification.from_pretrained(folder, local_files_only=True).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    assert reloaded.config.id2label[0] == "business" and tokenizer("BBC").input_ids[0] == 101
+    data = load_task_data(Recipe.model_validate(yaml.safe_load((finished_run / "recipe.yaml").read_text())).data,
+                          "classification")
+    x = torch.from_numpy(data.test.x)
+    with torch.no_grad():
+        logits = reloaded(input_ids=x[:, 0], attention_mask=x[:, 1]).logits.numpy()
+    ours = predict(load_model(finished_run / "student.safetensors"), data.test.x, 16)
+    np.testing.assert_allclose(logits, ours, rtol=0, atol=1e-5 * np.abs(ours).max())
+    sidecar = json.loads((finished_run / "export" / "student.hf.json").read_text())
+    assert sidecar["verification"]["relative"] <= 1e-5 and sidecar["verification"]["tolerance"] == 1e-5
+    assert main(["export", str(finished_run), "--format", "hf", "--role", "teacher"]) == 2  # mean-pooled: refused
+    assert not (finished_run / "export" / "teacher.hf").exists()

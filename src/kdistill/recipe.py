@@ -306,7 +306,7 @@ class CompareConfig(StrictModel):
 
 class OutputConfig(StrictModel):
     dir: str | None = None
-    export: list[Literal["onnx", "tflite", "savedmodel"]] = []
+    export: list[Literal["onnx", "tflite", "savedmodel", "hf"]] = []
     """Formats the finished run's models are exported to (``kdistill export``), verified in their runtime."""
     quantize: list[Literal["int8", "float16"]] = []
     """Post-training quantizations written beside each float32 export that takes them."""

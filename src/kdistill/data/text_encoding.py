@@ -38,7 +38,7 @@ class TextEncoding:
             self.sample_shape, self.dtype = (config.features,), np.dtype(np.float32)
             self.settings, self.meta, self.tokenizer = {"text": config.model_dump(mode="json")}, {}, None
             return
-        path = _tokenizer_file(config.tokenizer)
+        path = tokenizer_file(config.tokenizer)
         from tokenizers import Tokenizer
 
         with reading(path, "a tokenizers tokenizer.json", field="data.text.tokenizer", also=(Exception,)):
@@ -77,7 +77,7 @@ def text_encoding(config: TextConfig) -> TextEncoding:
     return _encoding(config.model_dump_json())
 
 
-def _tokenizer_file(name_or_path: str) -> Path:
+def tokenizer_file(name_or_path: str) -> Path:
     """The ``tokenizer.json`` of a pretrained model's name or folder, or the file itself."""
     path = Path(name_or_path).expanduser()
     if path.is_file():

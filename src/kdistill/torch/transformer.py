@@ -19,6 +19,7 @@ by module path: ``encoder.encoder.layer.K`` (hidden states, (B, L, H)),
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -102,7 +103,7 @@ def transformer(input_shape: Sequence[int], output_dim: int, pretrained: str | N
 
 
 @contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
+def quiet_transformers() -> Iterator[None]:
     """transformers without its loading progress bars and notices (kdistill reports what matters)."""
     from transformers.utils import logging
 
@@ -121,7 +122,7 @@ def _encoder(folder: Path | None, config: dict[str, Any] | None, vocab_size: int
              attention: str) -> nn.Module:
     from transformers import AutoConfig, AutoModel, BertConfig
 
-    with _quiet_transformers():
+    with quiet_transformers():
         if config is None:
             model_file(folder, "config.json", "kwargs.pretrained")
             model_file(folder, "model.safetensors", "kwargs.pretrained")
@@ -167,3 +168,25 @@ def _keep_layers(encoder: nn.Module, layers: Sequence[int]) -> None:
         if hasattr(layer.attention.self, "layer_idx"):
             layer.attention.self.layer_idx = position
     encoder.config.num_hidden_layers = len(layers)
+
+
+def save_pretrained(model: nn.Module, path: Path) -> None:
+    """``model`` (a ``cls``-pooled :class:`TextTransformer`) as the Hugging Face folder
+    ``AutoModelForSequenceClassification`` reloads: the same encoder, pooler and head, so the
+    reloaded model's logits are this model's."""
+    if not isinstance(model, TextTransformer) or model.pool.mode != "cls":
+        raise KdistillError("--format hf: a Hugging Face folder reloads as AutoModelForSequenceClassification, which "
+                            "classifies BERT's pooled [CLS] token: export a 'transformer' model with pooling: cls")
+    from transformers import AutoModelForSequenceClassification
+
+    config = copy.deepcopy(model.encoder.config)
+    config.num_labels = model.head.out_features
+    with quiet_transformers():
+        shipped = AutoModelForSequenceClassification.from_config(config)
+    classifier = getattr(shipped, "classifier", None)
+    if not isinstance(classifier, nn.Linear) or classifier.in_features != model.head.in_features:
+        raise KdistillError(f"--format hf: {type(shipped).__name__} has no linear classifier on the pooled output")
+    shipped.base_model.load_state_dict(model.encoder.state_dict())
+    classifier.load_state_dict(model.head.state_dict())
+    with quiet_transformers():
+        shipped.save_pretrained(path, safe_serialization=True)
