@@ -71,6 +71,9 @@ def test_unreadable_recipe(tmp_path, kdistill, kind, needle):
     ("weights={task: 0.5, kd: 0.3, hint: 0.2}", ("weights.hint: no loss of that name in losses (kd)",)),
     (("losses={kd: {}, hint: {}}", "weights={task: 0.5, kd: 0.3, hint: 0.2}"),
      ("losses.hint: needs at least one features entry",)),
+    ("losses={kd: {}, embedding: {metric: l1}}", ("losses.embedding.metric: 'l1'", "'mse' or 'cosine'")),
+    ("losses.kd.metric=cosine", ("losses.kd.metric: cosine given, but kd takes temperature",)),
+    ("features=[{student: fc1, teacher: fc1, loss: nope}]", ("features.0.loss: 'nope'", "'attention_kl'")),
     ("student.model='pkg.mod:'", ("student.model: 'pkg.mod:' is not an import path",)),
     ("data.dataset=arrays", ("data.path is required for dataset 'arrays'",)),
 ])

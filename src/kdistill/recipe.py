@@ -17,6 +17,7 @@ from kdistill import backends
 from kdistill.errors import KdistillError
 from kdistill.export.formats import FORMATS
 from kdistill.losses import CATALOGUE, FEATURE_LOSSES, LOSSES_BY_TASK
+from kdistill.losses.reference import METRICS
 
 BUILTIN_DIR = Path(__file__).parent / "recipes"
 DEFAULT_RECIPE = "digits_mlp"
@@ -244,6 +245,8 @@ class LossParams(StrictModel):
     alpha: float | None = Field(None, ge=0)
     beta: float | None = Field(None, ge=0)
     gamma: float | None = Field(None, ge=0)
+    metric: Literal[METRICS] | None = None  # type: ignore[valid-type]
+    """What ``embedding`` compares: "mse" (squared distance) or "cosine" (1 − cos)."""
 
 
 class FeaturePair(StrictModel):
@@ -251,7 +254,7 @@ class FeaturePair(StrictModel):
 
     student: str
     teacher: str
-    loss: Literal["hint", "attention"] = "hint"
+    loss: Literal[FEATURE_LOSSES] = "hint"  # type: ignore[valid-type]  # every feature loss of the catalogue
 
 
 class TrainConfig(StrictModel):
@@ -446,7 +449,7 @@ class Recipe(StrictModel):
         return self.model_copy(update={"backend": self.teacher.backend,
                                        "train": self.train.model_copy(update={"data_parallel": False})})
 
-    def loss_settings(self, name: str) -> dict[str, float]:
+    def loss_settings(self, name: str) -> dict[str, float | str]:
         """The keyword arguments a loss runs with: its own settings; a temperature it takes but
         was not given is the catalogue default, else ``train.temperature``."""
         settings = self.losses[name].model_dump(exclude_none=True)

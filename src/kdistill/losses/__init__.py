@@ -44,6 +44,10 @@ CATALOGUE: dict[str, LossInfo] = {
         LossInfo("dist", "logits", ("classification",), default_temperature=1.0,
                  params=("temperature", "beta", "gamma")),
         LossInfo("hard", "logits", ("classification",), params=(), dense=False),
+        LossInfo("hidden_cosine", "features", _ALL, params=()),
+        LossInfo("hidden_mse", "features", _ALL, params=()),
+        LossInfo("attention_kl", "features", _ALL, params=()),
+        LossInfo("embedding", "features", _ALL, params=("metric",)),
     )
 }
 FEATURE_LOSSES = tuple(name for name, info in CATALOGUE.items() if info.inputs == "features")
