@@ -115,6 +115,17 @@ def test_from_teacher_needs_a_teacher_model(articles, tiny_bert, tmp_path):
         Recipe.model_validate(raw)
 
 
+@pytest.mark.parametrize("backend", ["keras", "jax"])
+def test_transformer_feature_losses_are_refused_where_no_transformer_runs(articles, tiny_bert, tmp_path, backend):
+    raw = recipe(articles, tiny_bert, tmp_path, backend=backend, student={"model": "mlp"},
+                 losses={"hidden_cosine": {}}, weights={"task": 1.0, "hidden_cosine": 1.0},
+                 features=[{"student": "fc1", "teacher": "encoder.encoder.layer.0", "loss": "hidden_cosine"}])
+    raw["student"] = {"model": "mlp"}
+    raw["teacher"]["backend"] = "torch"
+    with pytest.raises(Exception, match=r"features.0.loss: hidden_cosine \(transformers\) is for backend\(s\) torch"):
+        Recipe.model_validate(raw)
+
+
 @pytest.fixture(scope="module")
 def finished_run(articles, tiny_bert, tmp_path_factory) -> Path:
     """``kdistill run`` of the tiny teacher and its one-layer student on the 60 articles."""
@@ -163,3 +174,37 @@ def test_the_student_ships_as_a_hugging_face_folder(finished_run):
     assert sidecar["verification"]["relative"] <= 1e-5 and sidecar["verification"]["tolerance"] == 1e-5
     assert main(["export", str(finished_run), "--format", "hf", "--role", "teacher"]) == 2  # mean-pooled: refused
     assert not (finished_run / "export" / "teacher.hf").exists()
+
+
+def test_transformer_feature_losses_train_the_student_between_named_layers(articles, tiny_bert):
+    from kdistill.recipe import FeaturePair
+
+    data = load_task_data(DataConfig(dataset="text_folder", path=str(articles),
+                                     text={"tokenizer": str(tiny_bert), "max_length": 16}), "classification")
+    x = torch.from_numpy(data.train.x[:6])
+    x[0, :, 8:] = torch.tensor([[0], [0]])  # the first article padded after 8 tokens
+    y = torch.from_numpy(data.train.y[:6])
+    build = dict(input_shape=(2, 16), output_dim=5, pretrained=str(tiny_bert), attention="eager", vocab_size=30522)
+    teacher, student = transformer(**build, pooling="mean"), transformer(**build, layers=[0], pooling="mean")
+    features = [FeaturePair(student="encoder.encoder.layer.0", teacher="encoder.encoder.layer.1", loss="hidden_cosine"),
+                FeaturePair(student="encoder.encoder.layer.0", teacher="encoder.encoder.layer.1", loss="hidden_mse"),
+                FeaturePair(student="encoder.encoder.layer.0.attention.self", teacher="encoder.encoder.layer.1.attention.self",
+                            loss="attention_kl"),
+                FeaturePair(student="pool", teacher="pool", loss="embedding")]
+    from kdistill.torch.distiller import Distiller
+
+    weights = {"task": 1.0, "hidden_cosine": 1.0, "hidden_mse": 1.0, "attention_kl": 1.0, "embedding": 1.0}
+    losses = {"hidden_cosine": {}, "hidden_mse": {}, "attention_kl": {}, "embedding": {"metric": "cosine"}}
+    distiller = Distiller(student, "classification", weights, losses, teacher=teacher, features=features, probe=x[:2])
+    assert isinstance(distiller.adapters["1"], torch.nn.Linear)  # hidden_mse's learned projection W
+    total, parts = distiller(x, y)
+    assert set(parts) == set(weights) and all(torch.isfinite(value) and value > 0 for value in parts.values())
+    total.backward()
+    assert student.encoder.encoder.layer[0].attention.self.query.weight.grad.abs().sum() > 0
+    assert distiller.adapters["1"].weight.grad.abs().sum() > 0
+    assert all(parameter.grad is None for parameter in teacher.parameters())  # the teacher never trains
+
+    sdpa = transformer(**{**build, "attention": "sdpa"}, layers=[0])
+    with pytest.raises(KdistillError, match="gives no attention probabilities"):
+        Distiller(sdpa, "classification", {"attention_kl": 1.0}, {"attention_kl": {}}, teacher=teacher,
+                  features=[features[2]], probe=x[:2])

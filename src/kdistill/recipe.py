@@ -417,6 +417,9 @@ class Recipe(StrictModel):
                 raise ValueError(f"{field}: {what} is for backend(s) {able}, not {backend!r}")
         if self.features:
             refuse("features", backends.FEATURES, self.backend, "feature distillation")
+        for index, pair in enumerate(self.features):
+            if CATALOGUE[pair.loss].sequence:
+                refuse(f"features.{index}.loss", backends.SEQUENCE_FEATURES, self.backend, f"{pair.loss} (transformers)")
         if self.train.data_parallel:
             if backends.supports(self.backend, backends.NPROC) and not backends.supports(self.backend, backends.DATA_PARALLEL):
                 able = ", ".join(backends.with_capability(backends.DATA_PARALLEL))
