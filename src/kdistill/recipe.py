@@ -17,6 +17,7 @@ from kdistill import backends
 from kdistill.errors import KdistillError
 from kdistill.export.formats import FORMATS
 from kdistill.losses import CATALOGUE, FEATURE_LOSSES, LOSSES_BY_TASK
+from kdistill.losses.reference import METRICS
 
 BUILTIN_DIR = Path(__file__).parent / "recipes"
 DEFAULT_RECIPE = "digits_mlp"
@@ -92,14 +93,17 @@ class ImageConfig(StrictModel):
 
 
 class TextConfig(StrictModel):
-    """The stateless featurisation of raw text for zoo models: scikit-learn's ``HashingVectorizer``
-    (``features`` hashed columns, word ``ngrams`` [min, max], l2-normalised counts), applied when a
-    batch is read. Per-model preprocessing (a model's own tokenizer) replaces it for models that
-    read text themselves."""
+    """How raw text becomes model inputs when a batch is read (:mod:`kdistill.data.text_encoding`):
+    scikit-learn's ``HashingVectorizer`` (``features`` hashed columns, word ``ngrams`` [min, max],
+    l2-normalised counts) for zoo models that read feature vectors; or, with ``tokenizer`` (a
+    pretrained model's short name such as ``minilm-l6``, its folder, or a ``tokenizer.json``),
+    token ids and attention mask, ``max_length`` tokens each, for text models and transformers."""
 
     features: int = Field(4096, ge=2, le=2**22)
     ngrams: tuple[int, int] = (1, 2)
     lowercase: bool = True
+    tokenizer: str | None = None
+    max_length: int = Field(128, ge=2, le=8192)
 
     @field_validator("ngrams")
     @classmethod
@@ -133,7 +137,7 @@ class HFConfig(StrictModel):
 
 class DataConfig(StrictModel):
     dataset: Literal["digits", "breast_cancer", "fashion_mnist", "arrays", "synthetic_ranking", "movielens",
-                     "image_folder", "text_folder", "text_table", "hf"] = "digits"
+                     "image_folder", "text_folder", "text_table", "bbc_news", "hf"] = "digits"
     path: str | None = None
     labels: str | None = None
     """image_folder: a CSV naming each image of the flat folder ``path`` (a ``file`` column) and its
@@ -241,6 +245,8 @@ class LossParams(StrictModel):
     alpha: float | None = Field(None, ge=0)
     beta: float | None = Field(None, ge=0)
     gamma: float | None = Field(None, ge=0)
+    metric: Literal[METRICS] | None = None  # type: ignore[valid-type]
+    """What ``embedding`` compares: "mse" (squared distance) or "cosine" (1 − cos)."""
 
 
 class FeaturePair(StrictModel):
@@ -248,7 +254,7 @@ class FeaturePair(StrictModel):
 
     student: str
     teacher: str
-    loss: Literal["hint", "attention"] = "hint"
+    loss: Literal[FEATURE_LOSSES] = "hint"  # type: ignore[valid-type]  # every feature loss of the catalogue
 
 
 class TrainConfig(StrictModel):
@@ -303,7 +309,7 @@ class CompareConfig(StrictModel):
 
 class OutputConfig(StrictModel):
     dir: str | None = None
-    export: list[Literal["onnx", "tflite", "savedmodel"]] = []
+    export: list[Literal["onnx", "tflite", "savedmodel", "hf"]] = []
     """Formats the finished run's models are exported to (``kdistill export``), verified in their runtime."""
     quantize: list[Literal["int8", "float16"]] = []
     """Post-training quantizations written beside each float32 export that takes them."""
@@ -325,6 +331,28 @@ class Recipe(StrictModel):
     train: TrainConfig = TrainConfig()
     compare: CompareConfig = CompareConfig()
     output: OutputConfig = OutputConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _student_from_teacher(cls, value: Any) -> Any:
+        """``student: {from_teacher: {layers: [0, 2, 4]}}``: the teacher's own model (its factory,
+        its pretrained weights) keeping those layers (DistilBERT's initialisation, Sanh et al. 2019);
+        the student's own ``kwargs`` override the teacher's."""
+        student = value.get("student") if isinstance(value, dict) else None
+        if not isinstance(student, dict) or "from_teacher" not in student:
+            return value
+        student = dict(student)
+        source = student.pop("from_teacher")
+        teacher = value.get("teacher") if isinstance(value.get("teacher"), dict) else {}
+        if not isinstance(source, dict) or set(source) != {"layers"}:
+            raise ValueError(f"student.from_teacher: {source!r}; give {{layers: [indices of the teacher's layers]}}")
+        if not teacher.get("model"):
+            raise ValueError("student.from_teacher: needs teacher.model (the factory whose layers the student takes)")
+        if "model" in student or "path" in student:
+            raise ValueError("student.from_teacher: the student's model is the teacher's; drop student.model / student.path")
+        student["model"] = teacher["model"]
+        student["kwargs"] = {**(teacher.get("kwargs") or {}), "layers": source["layers"], **(student.get("kwargs") or {})}
+        return {**value, "student": student}
 
     @field_validator("losses", mode="before")
     @classmethod
@@ -389,6 +417,9 @@ class Recipe(StrictModel):
                 raise ValueError(f"{field}: {what} is for backend(s) {able}, not {backend!r}")
         if self.features:
             refuse("features", backends.FEATURES, self.backend, "feature distillation")
+        for index, pair in enumerate(self.features):
+            if CATALOGUE[pair.loss].sequence:
+                refuse(f"features.{index}.loss", backends.SEQUENCE_FEATURES, self.backend, f"{pair.loss} (transformers)")
         if self.train.data_parallel:
             if backends.supports(self.backend, backends.NPROC) and not backends.supports(self.backend, backends.DATA_PARALLEL):
                 able = ", ".join(backends.with_capability(backends.DATA_PARALLEL))
@@ -421,7 +452,7 @@ class Recipe(StrictModel):
         return self.model_copy(update={"backend": self.teacher.backend,
                                        "train": self.train.model_copy(update={"data_parallel": False})})
 
-    def loss_settings(self, name: str) -> dict[str, float]:
+    def loss_settings(self, name: str) -> dict[str, float | str]:
         """The keyword arguments a loss runs with: its own settings; a temperature it takes but
         was not given is the catalogue default, else ``train.temperature``."""
         settings = self.losses[name].model_dump(exclude_none=True)

@@ -25,9 +25,11 @@ NPROC = "nproc"                      # kdistill run/cache --nproc N: several pro
 ONLINE_FOREIGN = "online_foreign"    # hosts a teacher of another framework per chunk of steps (teacher.online)
 DLPACK_TEACHER = "dlpack_teacher"    # its teacher can run for another framework's student, by DLPack
 FEATURES = "features"                # feature losses (hint, attention) between named layers
+SEQUENCE_FEATURES = "sequence_features"  # transformer feature losses (hidden states, attention, embeddings)
 EXPORT_ONNX = "export_onnx"          # kdistill export --format onnx (Backend.export)
 EXPORT_TFLITE = "export_tflite"      # kdistill export --format tflite: a LiteRT flatbuffer
 EXPORT_SAVEDMODEL = "export_savedmodel"  # kdistill export --format savedmodel: a TensorFlow SavedModel
+EXPORT_HF = "export_hf"              # kdistill export --format hf: a transformer as a Hugging Face folder
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,7 @@ class BackendInfo:
 
 
 REGISTRY: dict[str, BackendInfo] = {info.name: info for info in (
-    BackendInfo("torch", "torch", ("torch",), frozenset({NPROC, ONLINE_FOREIGN, FEATURES, EXPORT_ONNX})),
+    BackendInfo("torch", "torch", ("torch",), frozenset({NPROC, ONLINE_FOREIGN, FEATURES, SEQUENCE_FEATURES, EXPORT_ONNX, EXPORT_HF})),
     BackendInfo("keras", "tensorflow", ("keras",), frozenset({DATA_PARALLEL, DLPACK_TEACHER, FEATURES, EXPORT_ONNX,
                                                              EXPORT_TFLITE, EXPORT_SAVEDMODEL})),
     BackendInfo("jax", "jax", ("jax", "flax", "optax"), frozenset({DATA_PARALLEL, DLPACK_TEACHER, FEATURES, EXPORT_ONNX})),

@@ -1,4 +1,4 @@
-"""``kdistill export RUN_DIR --format onnx|tflite|savedmodel [--quantize int8|float16] [--role ...]``."""
+"""``kdistill export RUN_DIR --format onnx|tflite|savedmodel|hf [--quantize int8|float16] [--role ...]``."""
 
 from __future__ import annotations
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from kdistill.data.arrays import load_arrays, read_inputs
 from kdistill.data.augment import check_images
+from kdistill.data.bbc_news import load_bbc_news
 from kdistill.data.embedded import load_breast_cancer, load_digits
 from kdistill.data.fashion_mnist import load_fashion_mnist
 from kdistill.data.images import load_image_folder, transfer_images
@@ -47,10 +48,11 @@ KEYED_LOADERS = {
     "image_folder": load_image_folder,
     "text_folder": load_text_folder,
     "text_table": load_text_table,
+    "bbc_news": load_bbc_news,
     "hf": _load_hf,
 }
 """Keyed sources, called with (config, task)."""
-FOLDER_TRANSFER = {"image_folder": transfer_images, "text_folder": transfer_texts}
+FOLDER_TRANSFER = {"image_folder": transfer_images, "text_folder": transfer_texts, "bbc_news": transfer_texts}
 """Keyed sources whose transfer set may be a folder of unlabeled files."""
 DATASET_TASKS = {
     "digits": ("classification",),

@@ -26,7 +26,7 @@ from kdistill.data.images import decode_image, decoded_as, image_header
 from kdistill.data.keyed import Listing, content_digest, keyed_task_data
 from kdistill.data.samples import IndexedFloat32
 from kdistill.data.splits import TaskData
-from kdistill.data.text import featurise, text_settings
+from kdistill.data.text_encoding import TextEncoding, text_encoding
 from kdistill.errors import KdistillError
 from kdistill.recipe import DataConfig, HFConfig
 
@@ -64,9 +64,14 @@ class HFSamples(IndexedFloat32):
     """The input column of a ``datasets.Dataset``, decoded on demand."""
 
     def __init__(self, dataset: Any, column: str, kind: str, listing: Listing, settings: dict,
-                 sample_shape: tuple[int, ...]):
+                 sample_shape: tuple[int, ...], encoding: TextEncoding | None = None):
         self.dataset, self.column, self.kind, self.settings = dataset, column, kind, settings
         self.sample_shape, self.keys, self.digests = sample_shape, listing.keys, listing.digests
+        self.encoding = encoding  # texts: how they become inputs
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.float32) if self.encoding is None else self.encoding.dtype
 
     def read(self, rows: np.ndarray) -> np.ndarray:
         values = self.dataset[[int(row) for row in rows]][self.column]
@@ -75,9 +80,7 @@ class HFSamples(IndexedFloat32):
             return np.stack([decode_image(value, tuple(image["size"]), image["mode"]) for value in values]) \
                 if len(values) else np.empty((0, *self.sample_shape), np.float32)
         if self.kind == "text":
-            from kdistill.recipe import TextConfig
-
-            return featurise(list(values), TextConfig(**self.settings["text"]))
+            return self.encoding(list(values))
         return np.asarray(values, dtype=np.float32).reshape(len(rows), *self.sample_shape)
 
     def fingerprint(self, digest: "hashlib._Hash") -> None:
@@ -121,13 +124,14 @@ def load_hf(config: DataConfig, task: str) -> TaskData:
     else:
         digests = [content_digest(np.asarray(value, dtype=np.float32).tobytes()) for value in values]
     listing = Listing(keys, labels, digests)
+    encoding = text_encoding(config.text) if kind == "text" else None
     if kind == "image":
         size, mode = decoded_as(listing, headers, config, f"{FIELD}.input {column!r}")
         settings, sample_shape = {"image": {"size": list(size), "mode": mode}}, (1 if mode == "L" else 3, *size)
-    elif kind == "text":
-        settings, sample_shape = text_settings(config.text), (config.text.features,)
+    elif encoding is not None:
+        settings, sample_shape = encoding.settings, encoding.sample_shape
     else:
         settings, sample_shape = {"array": column}, np.asarray(values[0], dtype=np.float32).shape
-    x = HFSamples(dataset, column, kind, listing, settings, sample_shape)
-    meta = {"source": config.path or str(hf.data_files), "decode": settings}
+    x = HFSamples(dataset, column, kind, listing, settings, sample_shape, encoding)
+    meta = {"source": config.path or str(hf.data_files), "decode": settings, **(encoding.meta if encoding else {})}
     return keyed_task_data("hf", task, listing, x, config, f"{FIELD}: {hf.split!r}", meta)

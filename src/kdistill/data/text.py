@@ -1,11 +1,9 @@
 """Text sources: ``text_folder`` (one sub-folder of UTF-8 ``.txt`` files per class) and
 ``text_table`` (CSV, JSON Lines or parquet with ``text``, ``label`` and optional ``id`` columns).
 
-The raw text stays raw in the source (``raw(rows)`` of its samples); what a batch read gives zoo models
-is a stateless featurisation declared in the recipe (``data.text``): scikit-learn's
-``HashingVectorizer``, l2-normalised hashed word n-gram counts, float32 (N, features), computed
-when the batch is read. Per-model preprocessing (a model's own tokenizer) replaces it for models
-that read text themselves.
+The raw text stays raw in the source (``raw(rows)`` of its samples); a batch read gives the
+encoding ``data.text`` declares (:mod:`kdistill.data.text_encoding`: hashed n-grams, or a
+tokenizer's ids and mask), computed when the batch is read.
 
 Keys: a folder's files by relative POSIX path; a table's rows by its ``id`` column, else by row
 number (then a reordered table is another data set). A file that is not UTF-8 is found when the
@@ -27,6 +25,7 @@ from kdistill.data.files import (TRANSFER_FIELD, FileSamples, class_folders, exi
 from kdistill.data.keyed import BadSamples, Listing, content_digest, keyed_task_data
 from kdistill.data.samples import Samples
 from kdistill.data.splits import Split, TaskData
+from kdistill.data.text_encoding import TextEncoding, text_encoding
 from kdistill.errors import KdistillError, reading
 from kdistill.recipe import DataConfig, TextConfig
 
@@ -35,41 +34,34 @@ TABLE_SUFFIXES = (".csv", ".jsonl", ".json", ".parquet", ".pq")
 WHAT = "UTF-8 text"
 
 
-def featurise(texts: list[str], config: TextConfig) -> np.ndarray:
-    """float32 (len(texts), features): ``HashingVectorizer`` counts of ``config``'s word n-grams, l2-normalised."""
-    from sklearn.feature_extraction.text import HashingVectorizer
+class EncodedText(Samples):
+    """Texts encoded on demand by a :class:`TextEncoding`: their shape and dtype are the encoding's."""
 
-    vectorizer = HashingVectorizer(n_features=config.features, ngram_range=tuple(config.ngrams),
-                                   lowercase=config.lowercase, alternate_sign=False, norm="l2", dtype=np.float32)
-    return vectorizer.transform(texts).toarray()
-
-
-def text_settings(config: TextConfig) -> dict:
-    """How texts are featurised, as recorded in the data's fingerprint."""
-    return {"text": config.model_dump(mode="json")}
-
-
-class TextFiles(FileSamples):
-    """The ``.txt`` files of a folder, read and featurised on demand; :meth:`raw` gives the texts."""
-
-    def __init__(self, root: Path, listing: Listing, field: str, config: TextConfig):
-        super().__init__(root, listing.keys, listing.digests, field, text_settings(config))
-        self.config = config
+    encoding: TextEncoding
+    keys: np.ndarray
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return (len(self.keys), self.config.features)
+        return (len(self.keys), *self.encoding.sample_shape)
 
     @property
     def dtype(self) -> np.dtype:
-        return np.dtype(np.float32)
+        return self.encoding.dtype
+
+
+class TextFiles(FileSamples, EncodedText):
+    """The ``.txt`` files of a folder, read and encoded on demand; :meth:`raw` gives the texts."""
+
+    def __init__(self, root: Path, listing: Listing, field: str, config: TextConfig):
+        self.encoding = text_encoding(config)
+        super().__init__(root, listing.keys, listing.digests, field, self.encoding.settings)
 
     def raw(self, rows: np.ndarray) -> list[str]:
         """The raw texts at ``rows``."""
         return self._texts([Path(self.root) / key for key in self.keys[rows]])
 
     def decode(self, paths: list[Path]) -> np.ndarray:
-        return featurise(self._texts(paths), self.config)
+        return self.encoding(self._texts(paths))
 
     def _texts(self, paths: list[Path]) -> list[str]:
         texts = []
@@ -79,30 +71,22 @@ class TextFiles(FileSamples):
         return texts
 
 
-class TextRows(Samples):
-    """Texts held in memory (a table's column), featurised on demand; :meth:`raw` gives the texts."""
+class TextRows(EncodedText):
+    """Texts held in memory (a table's column), encoded on demand; :meth:`raw` gives the texts."""
 
     def __init__(self, texts: list[str], listing: Listing, config: TextConfig):
-        self.texts, self.config = np.asarray(texts, dtype=object), config
-        self.keys, self.digests = listing.keys, listing.digests
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return (len(self.texts), self.config.features)
-
-    @property
-    def dtype(self) -> np.dtype:
-        return np.dtype(np.float32)
+        self.texts, self.encoding = np.asarray(texts, dtype=object), text_encoding(config)
+        self.keys, self.digests = np.asarray(listing.keys, dtype=str), listing.digests
 
     def raw(self, rows: np.ndarray) -> list[str]:
         """The raw texts at ``rows``."""
         return self.texts[rows].tolist()
 
     def read(self, rows: np.ndarray) -> np.ndarray:
-        return featurise(self.raw(rows), self.config)
+        return self.encoding(self.raw(rows))
 
     def fingerprint(self, digest: "hashlib._Hash") -> None:
-        digest.update(json.dumps(text_settings(self.config), sort_keys=True).encode())
+        digest.update(json.dumps(self.encoding.settings, sort_keys=True).encode())
         digest.update("\n".join((*self.keys, *self.digests)).encode())
 
 
@@ -110,15 +94,15 @@ def _utf8(data: bytes) -> None:
     data.decode("utf-8")
 
 
-def load_text_folder(config: DataConfig, task: str) -> TaskData:
-    """``data.path`` with one sub-folder of ``.txt`` files per class, as keyed splits."""
+def load_text_folder(config: DataConfig, task: str, name: str = "text_folder") -> TaskData:
+    """``data.path`` with one sub-folder of ``.txt`` files per class, as keyed splits named ``name``."""
     root = existing_dir(config.path, "data.path")
     paths, labels = class_folders(root, TEXT_SUFFIXES, "data.path", "text files")
     bad = BadSamples(config.on_bad_sample)
     listing, _ = list_files(root, paths, labels, _utf8, bad, "data.path", WHAT)
     x = TextFiles(root, listing, "data.path", config.text)
-    meta = {"source": str(root), "bad_samples": bad.meta(), "decode": x.settings}
-    return keyed_task_data("text_folder", task, listing, x, config, f"data.path: {str(root)!r}", meta)
+    meta = {"source": str(root), "bad_samples": bad.meta(), "decode": x.settings, **x.encoding.meta}
+    return keyed_task_data(name, task, listing, x, config, f"data.path: {str(root)!r}", meta)
 
 
 def transfer_texts(path: str, data: TaskData, config: DataConfig) -> tuple[Split, dict]:
@@ -193,5 +177,6 @@ def load_text_table(config: DataConfig, task: str) -> TaskData:
         texts.append(text)
         digests.append(content_digest(f"{text}\x1f{labels[-1]}".encode("utf-8")))
     listing = Listing(keys, labels, digests)
-    meta = {"source": str(path), "bad_samples": bad.meta(), "decode": text_settings(config.text)}
-    return keyed_task_data("text_table", task, listing, TextRows(texts, listing, config.text), config, where, meta)
+    x = TextRows(texts, listing, config.text)
+    meta = {"source": str(path), "bad_samples": bad.meta(), "decode": x.encoding.settings, **x.encoding.meta}
+    return keyed_task_data("text_table", task, listing, x, config, where, meta)

@@ -28,7 +28,7 @@ from kdistill.data import load_task_data
 from kdistill.data.splits import TaskData
 from kdistill.errors import KdistillError, reading
 from kdistill.export import deploy
-from kdistill.export.formats import TOLERANCE, Format, check_format, check_quantize, file_name
+from kdistill.export.formats import FORMATS, TOLERANCE, Format, check_format, check_quantize, file_name
 from kdistill.export.quantize import quantize_onnx
 from kdistill.export.verify import Verification, check, compare, run_in_batches
 from kdistill.lock import exclusive
@@ -38,9 +38,10 @@ from kdistill.teacher import probe_rows
 
 EXPORT_DIR = "export"
 PARTIAL = ".partial-"
-EXPORT_FILE = re.compile(r"(\.partial-)?(student|teacher|scratch)(\.(float16|int8))?\.(onnx|tflite|savedmodel)(\.json)?")
+EXPORT_FILE = re.compile(r"(\.partial-)?(student|teacher|scratch)(\.(float16|int8))?\.(onnx|tflite|savedmodel|hf)(\.json)?")
 """The names kdistill writes in ``RUN_DIR/export`` (partial ones included): all a fresh run deletes there."""
-RUNTIMES = {"onnx": "kdistill.export.onnx", "tflite": "kdistill.export.litert", "savedmodel": "kdistill.export.savedmodel"}
+RUNTIMES = {"onnx": "kdistill.export.onnx", "tflite": "kdistill.export.litert", "savedmodel": "kdistill.export.savedmodel",
+            "hf": "kdistill.export.hf"}
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,7 @@ def _properties(recipe: Recipe, data: TaskData, role: Role, backend: str) -> dic
     return {"kdistill.role": role.report, "kdistill.backend": backend, "kdistill.recipe": recipe.name,
             "kdistill.task": recipe.task, "kdistill.data": data.name, "kdistill.classes": data.meta.get("classes"),
             "kdistill.preprocessing": {"input_shape": [None, *data.input_shape], "dtype": str(data.test.x.dtype),
-                                       "description": data.meta.get("preprocessing")}}
+                                       "description": data.meta.get("preprocessing"), "decode": data.meta.get("decode")}}
 
 
 def _remove(path: Path) -> None:
@@ -168,7 +169,7 @@ class ModelExporter:
             else:
                 self.backend.export(self.model, fmt.name, partial, probe_rows(self.data),
                                     None if precision == "float32" else precision)
-            if fmt.name == "onnx":
+            if hasattr(_runtime(fmt), "add_metadata"):  # formats that carry class names and preprocessing inside
                 _runtime(fmt).add_metadata(partial, properties)
             outputs = run_in_batches(_runtime(fmt).runner(partial), self.data.test.x, self.batch_size)
             verification = compare(self.recipe.task, outputs, self.framework, self.data.test.y, self.tolerances[precision])
@@ -210,7 +211,7 @@ def export_run(directory: Path, formats: list[str], quantize: list[str] | None =
 def check_request(recipe: Recipe, formats: list[str], quantize: list[str] | None, roles: list[str] | None) -> None:
     """Every format, quantization and role asked for can be exported from this run's backends."""
     if not formats:
-        raise KdistillError("--format: give at least one of onnx, tflite, savedmodel")
+        raise KdistillError(f"--format: give at least one of {', '.join(FORMATS)}")
     for role in _roles(recipe, roles):
         chosen = [check_format(_backend_of(recipe, role), name) for name in formats]
         for precision in quantize or ():  # a quantization applies to the formats that take it

@@ -12,7 +12,7 @@ from kdistill.errors import KdistillError
 @dataclass(frozen=True)
 class Format:
     """``name`` (the CLI's and recipe's), the registry capability that writes it, the suffix of
-    its file (a directory for ``savedmodel``), the runtime that verifies and times it, and the
+    its file (a directory for ``savedmodel`` and ``hf``), the runtime that verifies and times it, and the
     precisions it can be quantized to."""
 
     name: str
@@ -26,6 +26,7 @@ FORMATS: dict[str, Format] = {fmt.name: fmt for fmt in (
     Format("onnx", backends.EXPORT_ONNX, ".onnx", "onnxruntime", ("float32", "float16", "int8")),
     Format("tflite", backends.EXPORT_TFLITE, ".tflite", "LiteRT", ("float32", "float16", "int8")),
     Format("savedmodel", backends.EXPORT_SAVEDMODEL, ".savedmodel", "TensorFlow", ("float32",)),
+    Format("hf", backends.EXPORT_HF, ".hf", "transformers", ("float32",)),
 )}
 QUANTIZED = ("float16", "int8")
 TOLERANCE: dict[str, float | None] = {"float32": 1e-5, "float16": 1e-2, "int8": None}
@@ -55,5 +56,5 @@ def check_quantize(fmt: Format, precision: str, field: str = "--quantize") -> No
 
 
 def file_name(stem: str, fmt: Format, precision: str) -> str:
-    """``student.onnx``, ``student.int8.onnx``, ``teacher.float16.tflite``, ``student.savedmodel``."""
+    """``student.onnx``, ``student.int8.onnx``, ``teacher.float16.tflite``, ``student.savedmodel``, ``student.hf``."""
     return f"{stem}{'' if precision == 'float32' else '.' + precision}{fmt.suffix}"

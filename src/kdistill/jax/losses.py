@@ -20,11 +20,14 @@ from kdistill.losses import LOSSES_BY_TASK, by_name
 from kdistill.losses.reference import (
     NORMALIZE_EPS,
     PEARSON_EPS,
+    PROBABILITY_FLOOR,
     check_binary,
     check_features,
     check_labels,
+    check_metric,
     check_same_shape,
     check_temperature,
+    check_tokens,
 )
 
 Array = jax.Array
@@ -169,9 +172,13 @@ def hint(student_features_adapted: Array, teacher_features: Array) -> Array:
     )
 
 
+def _unit(x: Array) -> Array:
+    """x / max(‖x‖₂, NORMALIZE_EPS) over the last axis."""
+    return x / jnp.maximum(_safe_norm(x), NORMALIZE_EPS)[..., None]
+
+
 def _attention_map(features: Array) -> Array:
-    a = jnp.mean(features**2, axis=1).reshape(features.shape[0], -1)
-    return a / jnp.maximum(_safe_norm(a), NORMALIZE_EPS)[:, None]
+    return _unit(jnp.mean(features**2, axis=1).reshape(features.shape[0], -1))
 
 
 def attention(student_features: Array, teacher_features: Array) -> Array:
@@ -286,6 +293,98 @@ def hard(student_logits: Array, teacher_logits: Array) -> Array:
     """
     check_same_shape("hard", "student_logits", student_logits, "teacher_logits", teacher_logits, ("batch", "classes"))
     return _cross_entropy(student_logits, jnp.argmax(teacher_logits, axis=1))
+
+
+def _cosine_distance(a: Array, b: Array) -> Array:
+    return 1.0 - jnp.sum(_unit(a) * _unit(b), axis=-1)
+
+
+def _token_mean(per_token: Array, mask: Array) -> Array:
+    """The mean over the real tokens (mask ≠ 0) of the whole batch; 0/0 = NaN when there is none."""
+    real = mask != 0
+    return jnp.sum(jnp.where(real, per_token, 0.0)) / jnp.sum(real).astype(per_token.dtype)
+
+
+def hidden_cosine(student_hidden: Array, teacher_hidden: Array, mask: Array) -> Array:
+    """Hidden-state cosine loss (DistilBERT, Sanh et al. 2019).
+
+    loss = mean over the real tokens of the batch (mask ≠ 0, all pooled) of 1 − cos(h_s, h_t), each
+    side divided by max(‖·‖₂, 1e-12); NaN if the mask has no real token.
+
+    Args:
+      student_hidden: (batch, tokens, hidden).
+      teacher_hidden: the same shape.
+      mask: (batch, tokens), nonzero for real tokens, 0 for padding.
+
+    Returns:
+      Scalar loss.
+    """
+    check_tokens("hidden_cosine", "student_hidden", student_hidden, "teacher_hidden", teacher_hidden, mask,
+                 ("batch", "tokens", "hidden"))
+    return _token_mean(_cosine_distance(student_hidden, teacher_hidden), mask)
+
+
+def hidden_mse(student_hidden_projected: Array, teacher_hidden: Array, mask: Array) -> Array:
+    """Hidden-state MSE through a learned projection (TinyBERT, Jiao et al. 2020).
+
+    loss = mean over the real tokens of the batch of ‖W h_s − h_t‖², summed over the hidden axis;
+    W is applied by the caller. NaN if the mask has no real token.
+
+    Args:
+      student_hidden_projected: W h_s, (batch, tokens, hidden_teacher).
+      teacher_hidden: the same shape.
+      mask: (batch, tokens), nonzero for real tokens, 0 for padding.
+
+    Returns:
+      Scalar loss.
+    """
+    check_tokens("hidden_mse", "student_hidden_projected", student_hidden_projected, "teacher_hidden", teacher_hidden,
+                 mask, ("batch", "tokens", "hidden"))
+    return _token_mean(jnp.sum((student_hidden_projected - teacher_hidden) ** 2, axis=-1), mask)
+
+
+def attention_kl(student_attention: Array, teacher_attention: Array, mask: Array) -> Array:
+    """Self-attention distribution transfer (MiniLM, Wang et al. 2020).
+
+    loss = KL(A_t ‖ A_s) summed over keys, averaged over heads and the real queries of the batch:
+    Σ_k p_k (log p_k − log max(q_k, 1e-12)); a teacher 0 contributes 0, a student probability below
+    the floor is read as the floor (finite, no gradient). NaN if the mask has no real token.
+
+    Args:
+      student_attention: (batch, heads, tokens, tokens) probabilities over the keys.
+      teacher_attention: the same shape.
+      mask: (batch, tokens), nonzero for real tokens, 0 for padding; selects the queries.
+
+    Returns:
+      Scalar loss.
+    """
+    check_tokens("attention_kl", "student_attention", student_attention, "teacher_attention", teacher_attention, mask,
+                 ("batch", "heads", "tokens", "tokens"))
+    p, q = teacher_attention, student_attention
+    log_q = jnp.log(jnp.where(q > PROBABILITY_FLOOR, q, PROBABILITY_FLOOR))
+    kl = jnp.sum(jax.scipy.special.xlogy(p, p) - p * log_q, axis=-1)
+    return _token_mean(jnp.mean(kl, axis=1), mask)
+
+
+def embedding(student_embedding: Array, teacher_embedding: Array, metric: str = "mse") -> Array:
+    """Embedding distillation, no labels (Reimers & Gurevych 2020; how sentence-transformers shrinks a model).
+
+    loss = mean over rows of ‖e_s − e_t‖² (metric "mse") or of 1 − cos(e_s, e_t) (metric "cosine").
+
+    Args:
+      student_embedding: (batch, dim) pooled sentence embeddings.
+      teacher_embedding: the same shape.
+      metric: "mse" or "cosine".
+
+    Returns:
+      Scalar loss.
+    """
+    check_same_shape("embedding", "student_embedding", student_embedding, "teacher_embedding", teacher_embedding,
+                     ("batch", "dim"))
+    check_metric("embedding", metric)
+    if metric == "mse":
+        return jnp.mean(jnp.sum((student_embedding - teacher_embedding) ** 2, axis=-1))
+    return jnp.mean(_cosine_distance(student_embedding, teacher_embedding))
 
 
 def task_loss(outputs: Array, targets: Array, task: str) -> Array:

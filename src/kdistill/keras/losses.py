@@ -25,11 +25,14 @@ from kdistill.losses import LOSSES_BY_TASK, by_name
 from kdistill.losses.reference import (
     NORMALIZE_EPS,
     PEARSON_EPS,
+    PROBABILITY_FLOOR,
     check_binary,
     check_features,
     check_labels,
+    check_metric,
     check_same_shape,
     check_temperature,
+    check_tokens,
 )
 
 Tensor = Any  # a backend tensor (tf.Tensor, jax.Array, torch.Tensor)
@@ -123,10 +126,16 @@ def hint(student_features_adapted: Tensor, teacher_features: Tensor) -> Tensor:
     )
 
 
+def _unit(x: Tensor) -> Tensor:
+    """x / max(‖x‖₂, NORMALIZE_EPS) over the last axis; the norm's gradient at x = 0 is 0, not NaN."""
+    squared = ops.sum(ops.square(x), axis=-1, keepdims=True)
+    positive = squared > 0
+    norm = ops.where(positive, ops.sqrt(ops.where(positive, squared, ops.ones_like(squared))), ops.zeros_like(squared))
+    return x / _at_least(norm, NORMALIZE_EPS)
+
+
 def _attention_map(features: Tensor) -> Tensor:
-    a = ops.reshape(_mean(ops.square(features), axis=1), (ops.shape(features)[0], -1))
-    norm = ops.sqrt(ops.sum(ops.square(a), axis=1, keepdims=True))
-    return a / _at_least(norm, NORMALIZE_EPS)
+    return _unit(ops.reshape(_mean(ops.square(features), axis=1), (ops.shape(features)[0], -1)))
 
 
 def attention(student_features: Tensor, teacher_features: Tensor) -> Tensor:
@@ -197,6 +206,55 @@ def hard(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
     """CE(s, argmax t) (DeiT, Touvron et al. 2021). See kdistill.losses.reference.hard."""
     _check(check_same_shape, "hard", "student_logits", student_logits, "teacher_logits", teacher_logits, ("batch", "classes"))
     return _cross_entropy(student_logits, ops.argmax(teacher_logits, axis=1))
+
+
+def _cosine_distance(a: Tensor, b: Tensor) -> Tensor:
+    return 1.0 - ops.sum(_unit(a) * _unit(b), axis=-1)
+
+
+def _token_mean(per_token: Tensor, mask: Tensor) -> Tensor:
+    """The mean over the real tokens (mask ≠ 0) of the whole batch; 0/0 = NaN when there is none."""
+    real = ops.not_equal(mask, 0)
+    total = ops.sum(ops.where(real, per_token, ops.zeros_like(per_token)))
+    return total / ops.sum(ops.cast(real, per_token.dtype))
+
+
+def hidden_cosine(student_hidden: Tensor, teacher_hidden: Tensor, mask: Tensor) -> Tensor:
+    """mean over real tokens of 1 − cos(h_s, h_t) (DistilBERT, Sanh et al. 2019). See
+    kdistill.losses.reference.hidden_cosine."""
+    _check(check_tokens, "hidden_cosine", "student_hidden", student_hidden, "teacher_hidden", teacher_hidden, mask,
+           ("batch", "tokens", "hidden"))
+    return _token_mean(_cosine_distance(student_hidden, teacher_hidden), mask)
+
+
+def hidden_mse(student_hidden_projected: Tensor, teacher_hidden: Tensor, mask: Tensor) -> Tensor:
+    """mean over real tokens of ‖W h_s − h_t‖² (TinyBERT, Jiao et al. 2020). See
+    kdistill.losses.reference.hidden_mse."""
+    _check(check_tokens, "hidden_mse", "student_hidden_projected", student_hidden_projected, "teacher_hidden",
+           teacher_hidden, mask, ("batch", "tokens", "hidden"))
+    return _token_mean(ops.sum(ops.square(student_hidden_projected - teacher_hidden), axis=-1), mask)
+
+
+def attention_kl(student_attention: Tensor, teacher_attention: Tensor, mask: Tensor) -> Tensor:
+    """KL(A_t ‖ A_s) over keys, averaged over heads and real queries (MiniLM, Wang et al. 2020).
+    See kdistill.losses.reference.attention_kl."""
+    _check(check_tokens, "attention_kl", "student_attention", student_attention, "teacher_attention",
+           teacher_attention, mask, ("batch", "heads", "tokens", "tokens"))
+    p, q = teacher_attention, student_attention
+    p_log_p = ops.where(p > 0, p * ops.log(ops.where(p > 0, p, ops.ones_like(p))), ops.zeros_like(p))
+    kl = ops.sum(p_log_p - p * ops.log(_at_least(q, PROBABILITY_FLOOR)), axis=-1)
+    return _token_mean(_mean(kl, axis=1), mask)
+
+
+def embedding(student_embedding: Tensor, teacher_embedding: Tensor, metric: str = "mse") -> Tensor:
+    """mean ‖e_s − e_t‖² or 1 − cos of pooled sentence embeddings (Reimers & Gurevych 2020). See
+    kdistill.losses.reference.embedding."""
+    _check(check_same_shape, "embedding", "student_embedding", student_embedding, "teacher_embedding",
+           teacher_embedding, ("batch", "dim"))
+    check_metric("embedding", metric)
+    if metric == "mse":
+        return _mean(ops.sum(ops.square(student_embedding - teacher_embedding), axis=-1))
+    return _mean(_cosine_distance(student_embedding, teacher_embedding))
 
 
 def task_loss(outputs: Tensor, targets: Tensor, task: str) -> Tensor:
@@ -306,6 +364,13 @@ class Hard(CatalogueLoss):
     function = staticmethod(hard)
 
 
+class Embedding(CatalogueLoss):
+    """``embedding``: the student's pooled sentence embeddings (its outputs) against the teacher's,
+    no labels (Reimers & Gurevych 2020). ``Embedding(metric="cosine")``."""
+
+    function = staticmethod(embedding)
+
+
 def channels_first(features: Tensor) -> Tensor:
     """Keras's channels-last feature maps (B, ..., C) → the catalogue's layout (B, C, ...)."""
     return features if len(features.shape) < 3 else ops.moveaxis(features, -1, 1)
@@ -343,6 +408,8 @@ class Attention(_FeatureLoss):
 
 LOSS_CLASSES: dict[str, type[DistillationLoss]] = {
     "kd": KD, "soft_ce": SoftCE, "binary_kd": BinaryKD, "mse": MSE, "listwise": Listwise,
-    "hint": Hint, "attention": Attention, "dkd": DKD, "dist": DIST, "hard": Hard,
+    "hint": Hint, "attention": Attention, "dkd": DKD, "dist": DIST, "hard": Hard, "embedding": Embedding,
 }
-"""The DistillationLoss subclass of each catalogue loss, by name."""
+"""The DistillationLoss subclass of each catalogue loss, by name; the token losses (``hidden_cosine``,
+``hidden_mse``, ``attention_kl``) also read the padding mask, which ``compute_loss(teacher_outputs,
+student_outputs)`` does not carry, so they are functions only."""

@@ -17,7 +17,10 @@ class LossInfo:
     probabilities), "features" (intermediate activations). default_temperature: None → the
     recipe's ``train.temperature``. needs_labels: the loss also reads the true class.
     params: the settings a recipe may give it under ``losses.NAME``. dense: it reads the raw
-    logits themselves, not only their tempered softmax or argmax (so a top-k store cannot feed it)."""
+    logits themselves, not only their tempered softmax or argmax (so a top-k store cannot feed it).
+    sequence: a feature loss between transformers' token sequences or sentence embeddings (its
+    framework needs the ``sequence_features`` capability); masked: it also reads the batch's
+    attention mask (tokenized text: which tokens are real)."""
 
     name: str
     inputs: str
@@ -26,6 +29,8 @@ class LossInfo:
     needs_labels: bool = False
     params: tuple[str, ...] = ("temperature",)
     dense: bool = True
+    sequence: bool = False
+    masked: bool = False
 
 
 _ALL = ("classification", "binary", "regression", "ranking")
@@ -44,6 +49,10 @@ CATALOGUE: dict[str, LossInfo] = {
         LossInfo("dist", "logits", ("classification",), default_temperature=1.0,
                  params=("temperature", "beta", "gamma")),
         LossInfo("hard", "logits", ("classification",), params=(), dense=False),
+        LossInfo("hidden_cosine", "features", _ALL, params=(), sequence=True, masked=True),
+        LossInfo("hidden_mse", "features", _ALL, params=(), sequence=True, masked=True),
+        LossInfo("attention_kl", "features", _ALL, params=(), sequence=True, masked=True),
+        LossInfo("embedding", "features", _ALL, params=("metric",), sequence=True),
     )
 }
 FEATURE_LOSSES = tuple(name for name, info in CATALOGUE.items() if info.inputs == "features")

@@ -11,6 +11,7 @@ the same in every framework.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -19,9 +20,16 @@ from numpy.typing import ArrayLike
 from kdistill.losses import LOSSES_BY_TASK
 
 NORMALIZE_EPS = 1e-12
-"""Attention maps are divided by max(‖a‖, eps), as ``torch.nn.functional.normalize`` does."""
+"""Vectors are divided by max(‖v‖, eps), as ``torch.nn.functional.normalize`` does: attention maps,
+and the hidden states and embeddings whose cosine a loss takes (a zero vector has cosine 0)."""
+PROBABILITY_FLOOR = 1e-12
+"""``attention_kl`` reads the student's log-probability as log(max(q, floor)): a student probability
+of 0 where the teacher's is p > 0 (a softmax that underflowed) costs p · (log p − log 1e-12), not +∞,
+and passes no gradient to q. Probabilities ≥ the floor are read exactly."""
 PEARSON_EPS = 1e-8
 """Added to the denominator of DIST's Pearson correlation, as in the official code."""
+METRICS = ("mse", "cosine")
+"""What ``embedding`` compares: squared distance or cosine distance."""
 
 
 # --- shape checks (shared by every backend) -------------------------------------------------
@@ -38,10 +46,31 @@ def check_same_shape(loss: str, a_name: str, a: Any, b_name: str, b: Any, layout
         if layout and len(x.shape) != len(layout):
             raise ValueError(f"{loss}: {name} must be {expected}, got shape {_shape(x)}")
     if _shape(a) != _shape(b):
+        differ = dict.fromkeys(axis for axis, m, n in zip(layout, _shape(a), _shape(b)) if m != n)
         raise ValueError(
             f"{loss}: {a_name} has shape {_shape(a)} but {b_name} has shape {_shape(b)}; they must match"
-            + (f" as {expected}" if layout else "")
+            + (f" as {expected}; they differ in {', '.join(differ)}" if layout else "")
         )
+
+
+def check_tokens(loss: str, a_name: str, a: Any, b_name: str, b: Any, mask: Any, layout: tuple[str, ...]) -> None:
+    """Raise ValueError unless ``a`` and ``b`` have the same shape, with the axes ``layout`` names
+    (its axes named "tokens" all of one size), and ``mask`` is (batch, tokens) of that size."""
+    check_same_shape(loss, a_name, a, b_name, b, layout)
+    tokens = {n for axis, n in zip(layout, _shape(a)) if axis == "tokens"}
+    if len(tokens) > 1:
+        raise ValueError(f"{loss}: {a_name} has shape {_shape(a)}; its token axes must be of one size as "
+                         f"({', '.join(layout)})")
+    expected = (_shape(a)[0], *tokens)
+    if _shape(mask) != expected:
+        raise ValueError(f"{loss}: mask has shape {_shape(mask)} but {a_name} has shape {_shape(a)}; mask must be"
+                         f" (batch, tokens) = {expected}")
+
+
+def check_metric(loss: str, metric: str) -> None:
+    """Raise ValueError unless ``metric`` is one of :data:`METRICS`."""
+    if metric not in METRICS:
+        raise ValueError(f"{loss}: metric must be one of {', '.join(map(repr, METRICS))}, got {metric!r}")
 
 
 def check_binary(loss: str, a_name: str, a: Any, b_name: str, b: Any) -> None:
@@ -256,9 +285,13 @@ def hint(student_features_adapted: ArrayLike, teacher_features: ArrayLike) -> fl
     )
 
 
+def _unit(x: np.ndarray) -> np.ndarray:
+    """x / max(‖x‖₂, NORMALIZE_EPS) over the last axis."""
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), NORMALIZE_EPS)
+
+
 def _attention_map(features: np.ndarray) -> np.ndarray:
-    a = np.mean(features**2, axis=1).reshape(len(features), -1)
-    return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), NORMALIZE_EPS)
+    return _unit(np.mean(features**2, axis=1).reshape(len(features), -1))
 
 
 def attention(student_features: ArrayLike, teacher_features: ArrayLike) -> float:
@@ -379,6 +412,114 @@ def hard(student_logits: ArrayLike, teacher_logits: ArrayLike) -> float:
     s, t = _f64(student_logits), _f64(teacher_logits)
     check_same_shape("hard", "student_logits", s, "teacher_logits", t, ("batch", "classes"))
     return _cross_entropy(s, np.argmax(t, axis=1))
+
+
+# --- transformer losses: per token, masked over padding ------------------------------------------
+
+
+def _cosine_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """1 − cos(a, b) over the last axis, each side divided by max(‖·‖₂, NORMALIZE_EPS)."""
+    return 1.0 - np.sum(_unit(a) * _unit(b), axis=-1)
+
+
+def _token_mean(per_token: np.ndarray, mask: np.ndarray) -> float:
+    """The mean of ``per_token`` (batch, tokens) over the real tokens (mask ≠ 0) of the whole batch,
+    all pooled; NaN when there is none (as ``kd``'s batchmean of no rows)."""
+    real = mask != 0
+    count = np.count_nonzero(real)
+    return float(np.sum(per_token[real]) / count) if count else math.nan
+
+
+def _hidden_pair(loss: str, s: ArrayLike, t: ArrayLike, mask: ArrayLike, student_name: str) -> tuple[np.ndarray, ...]:
+    s, t, mask = _f64(s), _f64(t), np.asarray(mask)
+    check_tokens(loss, student_name, s, "teacher_hidden", t, mask, ("batch", "tokens", "hidden"))
+    return s, t, mask
+
+
+def hidden_cosine(student_hidden: ArrayLike, teacher_hidden: ArrayLike, mask: ArrayLike) -> float:
+    """Hidden-state cosine loss: mean over real tokens of 1 − cos(h_s, h_t) (DistilBERT, Sanh et al. 2019).
+
+    cos(a, b) = a/max(‖a‖, 1e-12) · b/max(‖b‖, 1e-12) (:data:`NORMALIZE_EPS`); the mean pools every
+    real token of the batch (not a mean of per-sequence means). Applied per mapped layer pair.
+
+    Args:
+      student_hidden: h_s, (batch, tokens, hidden).
+      teacher_hidden: h_t, the same shape.
+      mask: (batch, tokens), nonzero for real tokens and 0 for padding (a tokenizer's attention mask).
+
+    Returns:
+      The cosine distance averaged over the real tokens; NaN if the mask has none.
+    """
+    s, t, mask = _hidden_pair("hidden_cosine", student_hidden, teacher_hidden, mask, "student_hidden")
+    return _token_mean(_cosine_distance(s, t), mask)
+
+
+def hidden_mse(student_hidden_projected: ArrayLike, teacher_hidden: ArrayLike, mask: ArrayLike) -> float:
+    """Hidden-state MSE: mean over real tokens of ‖W h_s − h_t‖² (TinyBERT, Jiao et al. 2020).
+
+    The squared norm is summed over the hidden axis; the mean pools every real token of the batch.
+    The projection W (student width → teacher width, learned, owned by the distiller like ``hint``'s
+    adapters) is applied by the caller. Applied per mapped layer pair.
+
+    Args:
+      student_hidden_projected: W h_s, (batch, tokens, hidden_teacher).
+      teacher_hidden: h_t, the same shape.
+      mask: (batch, tokens), nonzero for real tokens and 0 for padding.
+
+    Returns:
+      The squared distance summed over the hidden axis, averaged over the real tokens; NaN if none.
+    """
+    s, t, mask = _hidden_pair("hidden_mse", student_hidden_projected, teacher_hidden, mask,
+                              "student_hidden_projected")
+    return _token_mean(np.sum((s - t) ** 2, axis=-1), mask)
+
+
+def attention_kl(student_attention: ArrayLike, teacher_attention: ArrayLike, mask: ArrayLike) -> float:
+    """Self-attention distribution transfer: KL(A_t ‖ A_s) over keys, averaged over heads and real
+    queries (MiniLM, Wang et al. 2020; there on the last layer).
+
+    For each head h and query i: Σ_k p_k · (log p_k − log max(q_k, 1e-12)), p = A_t[h, i, :],
+    q = A_s[h, i, :]. A teacher probability of 0 contributes 0 (0 · log 0 = 0, so padded keys, which
+    hold 0, drop out); a student probability below :data:`PROBABILITY_FLOOR` is read as the floor, so
+    a student 0 under a teacher p > 0 costs p · (log p + 27.6), finite. Rows are used as given (not
+    re-normalised). The mean over queries pools every real token of the batch; heads count equally.
+
+    Args:
+      student_attention: A_s, (batch, heads, tokens, tokens) probabilities, each row over the keys.
+      teacher_attention: A_t, the same shape (same head count).
+      mask: (batch, tokens), nonzero for real tokens and 0 for padding; selects the queries.
+
+    Returns:
+      The KL divergence summed over keys, averaged over heads and real queries; NaN if no real token.
+    """
+    q, p, mask = _f64(student_attention), _f64(teacher_attention), np.asarray(mask)
+    check_tokens("attention_kl", "student_attention", q, "teacher_attention", p, mask,
+                 ("batch", "heads", "tokens", "tokens"))
+    p_log_p = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0)
+    kl = np.sum(p_log_p - p * np.log(np.maximum(q, PROBABILITY_FLOOR)), axis=-1)  # (batch, heads, tokens)
+    return _token_mean(np.mean(kl, axis=1), mask)
+
+
+def embedding(student_embedding: ArrayLike, teacher_embedding: ArrayLike, metric: str = "mse") -> float:
+    """Embedding distillation: the student's pooled sentence embedding regresses the teacher's, no
+    labels (Reimers & Gurevych 2020, "Making Monolingual Sentence Embeddings Multilingual using
+    Knowledge Distillation"; how sentence-transformers shrinks a model).
+
+    metric "mse": mean over rows of ‖e_s − e_t‖² (summed over the embedding); "cosine": mean over
+    rows of 1 − cos(e_s, e_t), each side divided by max(‖·‖, 1e-12) (:data:`NORMALIZE_EPS`).
+
+    Args:
+      student_embedding: e_s, (batch, dim).
+      teacher_embedding: e_t, the same shape.
+      metric: "mse" or "cosine".
+
+    Returns:
+      The distance averaged over the batch (NaN for no rows, as ``kd``).
+    """
+    s, t = _f64(student_embedding), _f64(teacher_embedding)
+    check_same_shape("embedding", "student_embedding", s, "teacher_embedding", t, ("batch", "dim"))
+    check_metric("embedding", metric)
+    return float(np.mean(np.sum((s - t) ** 2, axis=-1) if metric == "mse" else _cosine_distance(s, t)))
 
 
 def task(outputs: ArrayLike, targets: ArrayLike, task: str) -> float:

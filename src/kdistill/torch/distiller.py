@@ -16,8 +16,13 @@ from torch.nn import functional as F
 from kdistill.errors import KdistillError
 from kdistill.objective import Objective
 from kdistill.recipe import FeaturePair
-from kdistill.torch.features import FeatureTap, make_adapter
+from kdistill.data.text_encoding import MASK
+from kdistill.torch.features import FeatureTap, make_adapter, make_projection
 from kdistill.torch.losses import LOSS_FUNCTIONS, SoftTargets, task_and_kd, task_loss
+
+
+ADAPTED = {"hint": make_adapter, "hidden_mse": make_projection}
+"""Feature losses whose student features pass through a learned map owned by the distiller."""
 
 
 def freeze(model: nn.Module) -> nn.Module:
@@ -46,8 +51,12 @@ class Distiller(nn.Module):
         self.student, self.task = student, task
         self._teacher = [freeze(teacher)] if teacher is not None else []  # a list keeps it out of parameters()
         self.features = [pair for pair in features if pair.loss in self.objective.weights]
-        self.student_tap = FeatureTap(student, [pair.student for pair in self.features], "features.student")
-        self.teacher_tap = FeatureTap(teacher, [pair.teacher for pair in self.features], "features.teacher") if self.features else None
+        attention = {"student": [p.student for p in self.features if p.loss == "attention_kl"],
+                     "teacher": [p.teacher for p in self.features if p.loss == "attention_kl"]}
+        self.student_tap = FeatureTap(student, [pair.student for pair in self.features], "features.student",
+                                      attention["student"])
+        self.teacher_tap = FeatureTap(teacher, [pair.teacher for pair in self.features], "features.teacher",
+                                      attention["teacher"]) if self.features else None
         self.adapters = nn.ModuleDict()
         self.fused = task == "classification" and self.objective.parts == ["task", "kd"]
         if probe is not None:
@@ -71,11 +80,10 @@ class Distiller(nn.Module):
                         f"{tuple(student_out.shape[1:])}: class counts must match"
                     )
         for index, pair in enumerate(self.features):
-            if pair.loss == "hint":
-                self.adapters[str(index)] = make_adapter(
-                    self.student_tap.outputs[pair.student], self.teacher_tap.outputs[pair.teacher], f"features.{index}"
-                )
-            elif self.student_tap.outputs[pair.student].shape[2:] != self.teacher_tap.outputs[pair.teacher].shape[2:]:
+            student_feature, teacher_feature = self.student_tap.outputs[pair.student], self.teacher_tap.outputs[pair.teacher]
+            if pair.loss in ADAPTED:
+                self.adapters[str(index)] = ADAPTED[pair.loss](student_feature, teacher_feature, f"features.{index}")
+            elif pair.loss == "attention" and student_feature.shape[2:] != teacher_feature.shape[2:]:
                 raise KdistillError(
                     f"features.{index}: attention transfer needs equal spatial sizes, got student "
                     f"{tuple(self.student_tap.outputs[pair.student].shape[1:])} and teacher "
@@ -116,8 +124,9 @@ class Distiller(nn.Module):
             function = LOSS_FUNCTIONS[term.name]
             if term.reads_features:
                 pairs = [(index, pair) for index, pair in enumerate(self.features) if pair.loss == term.name]
-                parts[term.name] = sum(function(self._student_feature(index, pair), self.teacher_tap.outputs[pair.teacher])
-                                       for index, pair in pairs) / len(pairs)
+                extra = (x[:, MASK],) if term.info.masked else ()  # tokenized text: which tokens are real
+                parts[term.name] = sum(function(self._student_feature(index, pair), self.teacher_tap.outputs[pair.teacher],
+                                                *extra, **term.settings) for index, pair in pairs) / len(pairs)
             else:
                 arguments = Objective.logit_arguments(term, student_out, teacher_out, y, labeled,
                                                       lambda z: F.softmax(z, dim=-1))

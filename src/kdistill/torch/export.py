@@ -40,8 +40,15 @@ def _untraceable_layer(model: nn.Module, example: torch.Tensor) -> str | None:
 
 
 def export(model: nn.Module, format: str, path: Path, example: np.ndarray) -> None:
-    """``model`` in eval mode as ONNX at ``path``: input ``inputs`` (batch, *shape), output
-    ``logits``; weights inside the file."""
+    """``model`` in eval mode as ONNX at ``path`` (input ``inputs`` (batch, *shape), output
+    ``logits``; weights inside the file), or for ``hf`` a transformer as the Hugging Face folder
+    ``path`` (:func:`kdistill.torch.transformer.save_pretrained`)."""
+    if format == "hf":
+        from kdistill.torch.transformer import save_pretrained
+
+        with writing(path, "this Hugging Face folder"):
+            save_pretrained(model, path)
+        return
     was_training = model.training
     model.eval()
     device = next(model.parameters(), torch.empty(0)).device

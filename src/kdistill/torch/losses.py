@@ -19,11 +19,14 @@ from kdistill.losses import LOSSES_BY_TASK, by_name
 from kdistill.losses.reference import (
     NORMALIZE_EPS,
     PEARSON_EPS,
+    PROBABILITY_FLOOR,
     check_binary,
     check_features,
     check_labels,
+    check_metric,
     check_same_shape,
     check_temperature,
+    check_tokens,
 )
 
 Tensor = torch.Tensor
@@ -177,8 +180,12 @@ def hint(student_features_adapted: Tensor, teacher_features: Tensor) -> Tensor:
     )
 
 
+def _unit(x: Tensor) -> Tensor:
+    return F.normalize(x, dim=-1, eps=NORMALIZE_EPS)
+
+
 def _attention_map(features: Tensor) -> Tensor:
-    return F.normalize(features.pow(2).mean(dim=1).flatten(1), dim=1, eps=NORMALIZE_EPS)
+    return _unit(features.pow(2).mean(dim=1).flatten(1))
 
 
 def attention(student_features: Tensor, teacher_features: Tensor) -> Tensor:
@@ -241,6 +248,50 @@ def hard(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
     """See kdistill.losses.reference.hard."""
     check_same_shape("hard", "student_logits", student_logits, "teacher_logits", teacher_logits, ("batch", "classes"))
     return F.cross_entropy(student_logits, teacher_logits.argmax(dim=1))
+
+
+def _cosine_distance(a: Tensor, b: Tensor) -> Tensor:
+    return 1.0 - (_unit(a) * _unit(b)).sum(dim=-1)
+
+
+def _token_mean(per_token: Tensor, mask: Tensor) -> Tensor:
+    """The mean over the real tokens (mask ≠ 0) of the whole batch; 0/0 = NaN when there is none."""
+    real = mask != 0
+    return torch.where(real, per_token, 0.0).sum() / real.sum().to(per_token.dtype)
+
+
+def hidden_cosine(student_hidden: Tensor, teacher_hidden: Tensor, mask: Tensor) -> Tensor:
+    """See kdistill.losses.reference.hidden_cosine."""
+    check_tokens("hidden_cosine", "student_hidden", student_hidden, "teacher_hidden", teacher_hidden, mask,
+                 ("batch", "tokens", "hidden"))
+    return _token_mean(_cosine_distance(student_hidden, teacher_hidden), mask)
+
+
+def hidden_mse(student_hidden_projected: Tensor, teacher_hidden: Tensor, mask: Tensor) -> Tensor:
+    """See kdistill.losses.reference.hidden_mse."""
+    check_tokens("hidden_mse", "student_hidden_projected", student_hidden_projected, "teacher_hidden", teacher_hidden,
+                 mask, ("batch", "tokens", "hidden"))
+    return _token_mean((student_hidden_projected - teacher_hidden).pow(2).sum(dim=-1), mask)
+
+
+def attention_kl(student_attention: Tensor, teacher_attention: Tensor, mask: Tensor) -> Tensor:
+    """See kdistill.losses.reference.attention_kl."""
+    check_tokens("attention_kl", "student_attention", student_attention, "teacher_attention", teacher_attention, mask,
+                 ("batch", "heads", "tokens", "tokens"))
+    p, q = teacher_attention, student_attention
+    log_q = torch.log(torch.where(q > PROBABILITY_FLOOR, q, PROBABILITY_FLOOR))
+    kl = (torch.xlogy(p, p) - p * log_q).sum(dim=-1)
+    return _token_mean(kl.mean(dim=1), mask)
+
+
+def embedding(student_embedding: Tensor, teacher_embedding: Tensor, metric: str = "mse") -> Tensor:
+    """See kdistill.losses.reference.embedding."""
+    check_same_shape("embedding", "student_embedding", student_embedding, "teacher_embedding", teacher_embedding,
+                     ("batch", "dim"))
+    check_metric("embedding", metric)
+    if metric == "mse":
+        return (student_embedding - teacher_embedding).pow(2).sum(dim=-1).mean()
+    return _cosine_distance(student_embedding, teacher_embedding).mean()
 
 
 def task_loss(outputs: Tensor, targets: Tensor, task: str) -> Tensor:

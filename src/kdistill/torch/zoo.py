@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from kdistill.errors import KdistillError
+from kdistill.torch.transformer import transformer
 from kdistill.zoo_inputs import check_token_inputs
 
 
@@ -133,4 +134,4 @@ def text_mlp(input_shape: Sequence[int], output_dim: int, vocab_size: int | None
     return TextMLP(vocab_size, output_dim, embedding, hidden, dropout)
 
 
-ZOO = {"mlp": mlp, "cnn": cnn, "user_item": user_item, "text_mlp": text_mlp}
+ZOO = {"mlp": mlp, "cnn": cnn, "user_item": user_item, "transformer": transformer, "text_mlp": text_mlp}
