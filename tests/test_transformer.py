@@ -184,7 +184,7 @@ def test_transformer_feature_losses_train_the_student_between_named_layers(artic
     x = torch.from_numpy(data.train.x[:6])
     x[0, :, 8:] = torch.tensor([[0], [0]])  # the first article padded after 8 tokens
     y = torch.from_numpy(data.train.y[:6])
-    build = dict(input_shape=(2, 16), output_dim=5, pretrained=str(tiny_bert), attention="eager", vocab_size=30522)
+    build = dict(input_shape=(2, 16), output_dim=5, pretrained=str(tiny_bert), vocab_size=30522)
     teacher, student = transformer(**build, pooling="mean"), transformer(**build, layers=[0], pooling="mean")
     features = [FeaturePair(student="encoder.encoder.layer.0", teacher="encoder.encoder.layer.1", loss="hidden_cosine"),
                 FeaturePair(student="encoder.encoder.layer.0", teacher="encoder.encoder.layer.1", loss="hidden_mse"),
@@ -204,7 +204,8 @@ def test_transformer_feature_losses_train_the_student_between_named_layers(artic
     assert distiller.adapters["1"].weight.grad.abs().sum() > 0
     assert all(parameter.grad is None for parameter in teacher.parameters())  # the teacher never trains
 
-    sdpa = transformer(**{**build, "attention": "sdpa"}, layers=[0])
-    with pytest.raises(KdistillError, match="gives no attention probabilities"):
-        Distiller(sdpa, "classification", {"attention_kl": 1.0}, {"attention_kl": {}}, teacher=teacher,
-                  features=[features[2]], probe=x[:2])
+    assert student.encoder.config._attn_implementation == "eager"  # switched for attention_kl
+    hidden_states = FeaturePair(student="encoder.encoder.layer.0", teacher="encoder.encoder.layer.1", loss="attention_kl")
+    with pytest.raises(KdistillError, match="layer 'encoder.encoder.layer.0' gives no attention probabilities"):
+        Distiller(transformer(**build, layers=[0]), "classification", {"attention_kl": 1.0}, {"attention_kl": {}},
+                  teacher=teacher, features=[hidden_states], probe=x[:2])

@@ -53,6 +53,11 @@ class Distiller(nn.Module):
         self.features = [pair for pair in features if pair.loss in self.objective.weights]
         attention = {"student": [p.student for p in self.features if p.loss == "attention_kl"],
                      "teacher": [p.teacher for p in self.features if p.loss == "attention_kl"]}
+        if attention["student"]:  # attention probabilities come from eager attention layers
+            from kdistill.torch.transformer import expose_attention
+
+            expose_attention(student)
+            expose_attention(teacher)
         self.student_tap = FeatureTap(student, [pair.student for pair in self.features], "features.student",
                                       attention["student"])
         self.teacher_tap = FeatureTap(teacher, [pair.teacher for pair in self.features], "features.teacher",

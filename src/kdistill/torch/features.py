@@ -37,8 +37,8 @@ class FeatureTap:
                 return
             probabilities = output[1] if isinstance(output, (tuple, list)) and len(output) > 1 else None
             if probabilities is None:
-                raise KdistillError(f"{field}: layer {path!r} gives no attention probabilities; name an attention "
-                                    "layer (…attention.self) of a model built with kwargs attention: eager")
+                raise KdistillError(f"{field}: layer {path!r} gives no attention probabilities; name a transformer's "
+                                    "attention layer (encoder.encoder.layer.K.attention.self)")
             self.outputs[path] = probabilities
         return record
 

@@ -12,8 +12,9 @@ the masked mean of the last hidden states (sentence-transformers' models, whose 
 Students are made from the teacher's own layers (``layers: [0, 2, 4]``: DistilBERT's one layer in
 two, Sanh et al. 2019) or from a smaller ``config`` with random weights. Feature losses name layers
 by module path: ``encoder.encoder.layer.K`` (hidden states, (B, L, H)),
-``encoder.encoder.layer.K.attention.self`` (attention probabilities (B, heads, L, L), with
-``attention: eager``), ``pool`` (the pooled sentence embedding, (B, H)).
+``encoder.encoder.layer.K.attention.self`` (attention probabilities (B, heads, L, L): a model
+an ``attention_kl`` loss reads runs eager attention, :func:`expose_attention`), ``pool`` (the
+pooled sentence embedding, (B, H)).
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ class TextTransformer(nn.Module):
 
 def transformer(input_shape: Sequence[int], output_dim: int, pretrained: str | None = None,
                 config: dict[str, Any] | None = None, layers: Sequence[int] | None = None,
-                pooling: str | None = None, dropout: float | None = None, attention: str = "sdpa",
+                pooling: str | None = None, dropout: float | None = None,
                 vocab_size: int | None = None) -> TextTransformer:
     """A text classifier on a Hugging Face encoder.
 
@@ -79,21 +80,17 @@ def transformer(input_shape: Sequence[int], output_dim: int, pretrained: str | N
     weights. ``layers``: keep only these encoder layers, in this order (a student from the teacher's
     layers). ``pooling``: ``cls`` or ``mean`` (default: what the folder says, else ``cls``).
     ``dropout``: before the head (default: the config's classifier dropout, else its hidden
-    dropout). ``attention``: ``sdpa`` (fast) or ``eager`` (attention probabilities visible to the
-    ``attention_kl`` loss). ``vocab_size``: the tokenizer's (from the data), which must fit the
-    embeddings."""
+    dropout). ``vocab_size``: the tokenizer's (from the data), which must fit the embeddings."""
     if len(input_shape) != 2 or input_shape[0] != 2:
         raise KdistillError(f"model 'transformer' reads tokenized text (2, max_length): set data.text.tokenizer; "
                             f"the data gives inputs {tuple(input_shape)}")
     if pretrained is None and config is None:
         raise KdistillError("kwargs: model 'transformer' needs pretrained (a model folder or name) or config")
-    if attention not in ("sdpa", "eager"):
-        raise KdistillError(f"kwargs.attention: {attention!r}; allowed: sdpa, eager")
     folder = model_folder(pretrained, "kwargs.pretrained") if pretrained is not None else None
     pooling = pooling or _folder_pooling(folder)
     if pooling not in POOLING:
         raise KdistillError(f"kwargs.pooling: {pooling!r}; allowed: {', '.join(POOLING)}")
-    encoder = _encoder(folder, config, vocab_size, add_pooling_layer=pooling == "cls", attention=attention)
+    encoder = _encoder(folder, config, vocab_size, add_pooling_layer=pooling == "cls")
     if layers is not None:
         _keep_layers(encoder, layers)
     hidden_dropout = getattr(encoder.config, "classifier_dropout", None)
@@ -118,8 +115,8 @@ def quiet_transformers() -> Iterator[None]:
             logging.enable_progress_bar()
 
 
-def _encoder(folder: Path | None, config: dict[str, Any] | None, vocab_size: int | None, *, add_pooling_layer: bool,
-             attention: str) -> nn.Module:
+def _encoder(folder: Path | None, config: dict[str, Any] | None, vocab_size: int | None, *,
+             add_pooling_layer: bool) -> nn.Module:
     from transformers import AutoConfig, AutoModel, BertConfig
 
     with quiet_transformers():
@@ -127,7 +124,7 @@ def _encoder(folder: Path | None, config: dict[str, Any] | None, vocab_size: int
             model_file(folder, "config.json", "kwargs.pretrained")
             model_file(folder, "model.safetensors", "kwargs.pretrained")
             encoder = AutoModel.from_pretrained(folder, local_files_only=True, use_safetensors=True,
-                                                add_pooling_layer=add_pooling_layer, attn_implementation=attention)
+                                                add_pooling_layer=add_pooling_layer)
         else:
             base = AutoConfig.from_pretrained(folder, local_files_only=True) if folder is not None else BertConfig()
             settings = {"vocab_size": vocab_size, **config} if vocab_size is not None else dict(config)
@@ -136,7 +133,6 @@ def _encoder(folder: Path | None, config: dict[str, Any] | None, vocab_size: int
                     if not hasattr(base, key):
                         raise KdistillError(f"kwargs.config.{key}: not a field of {type(base).__name__}")
                     setattr(base, key, value)
-                base._attn_implementation = attention
                 encoder = AutoModel.from_config(base, add_pooling_layer=add_pooling_layer)
             except (ValueError, TypeError) as error:
                 raise KdistillError(f"kwargs.config: {config} does not make a {type(base).__name__} model: {error}") from None
@@ -145,6 +141,14 @@ def _encoder(folder: Path | None, config: dict[str, Any] | None, vocab_size: int
         raise KdistillError(f"kwargs.pretrained: the tokenizer's {vocab_size} tokens do not fit the model's {embeddings} "
                             "embeddings (data.text.tokenizer must be the model's own)")
     return encoder
+
+
+def expose_attention(model: nn.Module) -> None:
+    """Switch every Hugging Face model inside ``model`` to eager attention, whose attention layers
+    return their probabilities (SDPA, the default, computes none): what ``attention_kl`` reads."""
+    for module in model.modules():
+        if hasattr(module, "set_attn_implementation") and hasattr(module, "config"):
+            module.set_attn_implementation("eager")
 
 
 def _folder_pooling(folder: Path | None) -> str:
