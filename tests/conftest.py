@@ -27,6 +27,29 @@ FAST = ("train.epochs=2", "teacher.train.epochs=2", "compare.latency_repeats=3",
 requires_torch = pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs the torch extra")
 
 
+def _uses_a_module_fixture(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    return info is not None and any(
+        found[-1].scope == "module" and found[-1].params is None for found in info.name2fixturedefs.values())
+
+
+def _asks_for_fixtures_by_name(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    return info is not None and "request" in info.argnames
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under ``pytest -n N --dist loadgroup`` (``make test``), the tests of a module that share a
+    module-scoped fixture (one finished run read by several tests; ``request`` may ask for it by
+    name) go to one worker together, so the fixture is set up once; every other test is scheduled
+    on its own."""
+    shared = {item.path for item in items if _uses_a_module_fixture(item)}
+    for item in items:
+        if item.path in shared and (_uses_a_module_fixture(item) or _asks_for_fixtures_by_name(item)):
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
+
+
 def set_args(*assignments: str) -> list[str]:
     """``--set`` arguments for the CLI: the FAST overrides, then ``assignments`` (later ones win)."""
     return [arg for assignment in (*FAST, *assignments) for arg in ("--set", assignment)]
