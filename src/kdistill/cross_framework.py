@@ -3,31 +3,35 @@ the recipe's ``backend``).
 
 Cached (the default): the teacher lives in a process of its own, so the two frameworks' imports,
 threads and device memory never meet (JAX, for one, takes most of a GPU when it starts). That
-process first builds the teacher and checks it against the data, writing nothing; once the
-student is checked too, a second one trains the teacher (or loads ``teacher.path``), saves it
-beside the run and caches its outputs to ``OUT/teacher-store``, from which the student distills
-like from any soft-target store, in its own framework.
+process first builds the teacher and checks it against the data, writing nothing, and waits; once
+the student is checked too, it trains the teacher (or loads ``teacher.path``), saves it beside the
+run and caches its outputs to ``OUT/teacher-store``, from which the student distills like from any
+soft-target store, in its own framework. One process does both, so the teacher's framework and the
+data are loaded once.
 
 Online (``teacher.online``): a PyTorch student runs the teacher on the fly, in the same process
 (:mod:`kdistill.torch.foreign`), so every augmented view reaches it.
 
-The teacher's process is ``python -m kdistill.cross_framework check|cache``, the recipe on stdin.
+The teacher's process is ``python -m kdistill.cross_framework``: the recipe (JSON, one line) on
+stdin; it answers on stdout, one JSON line: ``{"checked": true}`` or ``{"error": MESSAGE}``; then
+one more stdin line, ``{"out": DIR, "resume": BOOL}``, has it train and cache (end of input: it
+stops, having written nothing).
 Where two frameworks share a GPU, JAX and TensorFlow are asked to take memory as they need it
 (:data:`SHARE_DEVICES`, unless set already) rather than most of the device up front.
 """
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import dataclasses
 import json
 import os
 import subprocess
 import sys
+import weakref
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from kdistill import backends
 from kdistill.data import load_task_data
@@ -84,8 +88,9 @@ class TrainedTeacher:
 
 
 class CachedForeignTeacher:
-    """``__init__`` has the teacher built and checked in its own process (nothing written);
-    :meth:`cache` has it trained (or loaded) and its outputs written to ``OUT/teacher-store``."""
+    """``__init__`` has the teacher built and checked in its own process (nothing written), which
+    then waits; :meth:`cache` has it trained (or loaded) and its outputs written to
+    ``OUT/teacher-store``; :meth:`close` (or garbage collection) stops a process never asked to."""
 
     def __init__(self, recipe: Recipe):
         if world_size() > 1:
@@ -93,18 +98,24 @@ class CachedForeignTeacher:
                                 "run without --nproc, or cache it first (kdistill cache) and give teacher.store")
         self.recipe = recipe
         share_devices()  # before the student's framework starts here, and inherited by the teacher's process
-        found = self._process("check", capture=True)
-        if found.returncode != 0:
-            errors = [line.removeprefix("kdistill: error: ") for line in found.stderr.splitlines()
-                      if line.startswith("kdistill: error: ")]
-            raise KdistillError("\n".join(errors) or f"teacher.backend {recipe.teacher.backend!r}: checking the teacher "
-                                f"failed (exit code {found.returncode}):\n{found.stderr[-2000:]}")
+        # the teacher's own output (progress, warnings, a traceback) goes to this process's stderr
+        environment = {**os.environ, "PYTHONPATH": os.pathsep.join(path for path in sys.path if path)}
+        self._process = subprocess.Popen([sys.executable, "-m", "kdistill.cross_framework"], env=environment,
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self._closed = weakref.finalize(self, _stop, self._process)
+        answer = self._exchange(recipe.model_dump(mode="json"))
+        if "checked" not in answer:
+            self.close()
+            raise KdistillError(answer.get("error") or f"teacher.backend {recipe.teacher.backend!r}: checking the "
+                                f"teacher failed (exit code {self._process.returncode}; its error is above)")
 
     def cache(self, out: Path, resume: bool) -> TrainedTeacher:
         """Train the teacher (resuming from its checkpoint) or take ``teacher.path``, then cache
         its outputs for every sample to ``out/teacher-store``; kept as it is when resuming a run
         whose store is complete."""
-        if self._process("cache", out, resume).returncode != 0:
+        self._exchange({"out": str(out), "resume": resume})
+        self.close()
+        if self._process.returncode != 0:
             raise KdistillError(f"teacher.backend {self.recipe.teacher.backend!r}: training or caching the teacher "
                                 f"failed in its process (its error is above); {out} keeps what was finished: "
                                 f"resume with --out {out} --resume")
@@ -112,16 +123,28 @@ class CachedForeignTeacher:
         history = None if summary["history"] is None else History(**summary["history"])
         return TrainedTeacher(Path(summary["path"]), summary["parameters"], history)
 
-    def _process(self, command: str, out: Path | None = None, resume: bool = False,
-                 capture: bool = False) -> subprocess.CompletedProcess:
-        """``python -m kdistill.cross_framework COMMAND`` with the recipe on stdin and this
-        process's import path (a factory the recipe names imports there too)."""
-        argv = [sys.executable, "-m", "kdistill.cross_framework", command]
-        if out is not None:
-            argv += ["--out", str(out)] + (["--resume"] if resume else [])
-        environment = {**os.environ, "PYTHONPATH": os.pathsep.join(path for path in sys.path if path)}
-        return subprocess.run(argv, input=self.recipe.to_yaml(), text=True, env=environment,
-                              stderr=subprocess.PIPE if capture else None, stdout=subprocess.DEVNULL if capture else None)
+    def close(self) -> None:
+        """End the teacher's input and wait for its process to stop."""
+        self._closed()
+
+    def _exchange(self, message: dict) -> dict:
+        """Send ``message`` (one JSON line) to the teacher's process; its answer line, or ``{}``
+        where it stopped without one."""
+        try:
+            self._process.stdin.write(json.dumps(message) + "\n")
+            self._process.stdin.flush()
+        except BrokenPipeError:  # it stopped already: its error is on stderr
+            return {}
+        answer = self._process.stdout.readline()
+        return json.loads(answer) if answer else {}
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.stdin is not None and not process.stdin.closed:
+        with contextlib.suppress(BrokenPipeError):
+            process.stdin.close()
+    process.wait()
+    process.stdout.close()
 
 
 def _cache_in_this_process(recipe: Recipe, data: TaskData, out: Path, resume: bool) -> None:
@@ -141,23 +164,33 @@ def _cache_in_this_process(recipe: Recipe, data: TaskData, out: Path, resume: bo
     atomic_write(checkpoints / SUMMARY, json.dumps(summary).encode())
 
 
-def main(argv: list[str] | None = None) -> int:
-    """The teacher's process: ``check`` builds and checks it; ``cache`` trains and caches it."""
-    parser = argparse.ArgumentParser(prog="python -m kdistill.cross_framework")
-    parser.add_argument("command", choices=("check", "cache"))
-    parser.add_argument("--out", type=Path)
-    parser.add_argument("--resume", action="store_true")
-    args = parser.parse_args(argv)
+def main() -> int:
+    """The teacher's process (:class:`CachedForeignTeacher`): check, answer, then cache if asked."""
+    answers = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # whatever the teacher prints goes to stderr
+
+    def answer(message: dict) -> None:
+        answers.write(json.dumps(message) + "\n")
+        answers.flush()
+
     try:
-        recipe = recipe_from_dict(yaml.safe_load(sys.stdin.read()))
+        recipe = recipe_from_dict(json.loads(sys.stdin.readline()))
         data = load_task_data(recipe.data, recipe.task)
-        if args.command == "check":
-            build_teacher(recipe, data)
-        else:
-            _cache_in_this_process(recipe, data, args.out, args.resume)
+        build_teacher(recipe, data)
+    except KdistillError as error:
+        answer({"error": str(error)})
+        return 2
+    answer({"checked": True})
+    request = sys.stdin.readline()
+    if not request:  # nothing more asked: nothing is written
+        return 0
+    request = json.loads(request)
+    try:
+        _cache_in_this_process(recipe, data, Path(request["out"]), request["resume"])
     except KdistillError as error:
         print(f"kdistill: error: {error}", file=sys.stderr)
         return 2
+    answer({"cached": True})
     return 0
 
 

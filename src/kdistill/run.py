@@ -273,16 +273,21 @@ def prepare(recipe: Recipe, out: str | Path | None = None, resume: bool = False,
     data = load_task_data(recipe.data, recipe.task)
     cached_foreign = None
     store = open_store_for(recipe, data) if recipe.teacher.store is not None else None
-    if not recipe.foreign_teacher:
-        pipeline = Pipeline(recipe, data)
-    elif recipe.teacher.online:  # runs inside the student's pipeline, handed over by DLPack
-        pipeline = Pipeline(recipe, data, teacher=online_teacher(recipe, data))
-    else:  # checked in its own process now; trained and cached there before the student trains
-        cached_foreign = CachedForeignTeacher(recipe)
-        pipeline = Pipeline(student_side(recipe, directory), data)
-    _check_same_recipe(directory, recipe, resume)
-    if recipe.output.export:
-        check_request(recipe, recipe.output.export, recipe.output.quantize, None)
+    try:
+        if not recipe.foreign_teacher:
+            pipeline = Pipeline(recipe, data)
+        elif recipe.teacher.online:  # runs inside the student's pipeline, handed over by DLPack
+            pipeline = Pipeline(recipe, data, teacher=online_teacher(recipe, data))
+        else:  # checked in its own process now, which waits to train and cache it before the student trains
+            cached_foreign = CachedForeignTeacher(recipe)
+            pipeline = Pipeline(student_side(recipe, directory), data)
+        _check_same_recipe(directory, recipe, resume)
+        if recipe.output.export:
+            check_request(recipe, recipe.output.export, recipe.output.quantize, None)
+    except BaseException:
+        if cached_foreign is not None:  # refused: the teacher's process stops, having written nothing
+            cached_foreign.close()
+        raise
     return PreparedRun(recipe, directory, resume, data, pipeline, store, cached_foreign, overwrite)
 
 
