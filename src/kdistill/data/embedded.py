@@ -1,12 +1,12 @@
 """scikit-learn's embedded datasets: digits (10 classes) and breast cancer (binary).
 
-Sample ids are the row indices of the original scikit-learn arrays.
+Sample ids are the row indices of the original scikit-learn arrays. scikit-learn is imported when
+one of them is loaded (it takes seconds), not with :mod:`kdistill.data`.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from sklearn import datasets
 
 from kdistill.data.partition import split_three
 from kdistill.data.splits import Split, TaskData
@@ -15,7 +15,9 @@ from kdistill.recipe import DataConfig
 
 def load_digits(config: DataConfig) -> TaskData:
     """8×8 digit images as float32 (N, 64) in [0, 1], int64 labels 0..9, stratified splits."""
-    bunch = datasets.load_digits()
+    from sklearn.datasets import load_digits as digits
+
+    bunch = digits()
     full = Split((bunch.data / 16.0).astype(np.float32), bunch.target.astype(np.int64),
                  np.arange(len(bunch.target), dtype=np.int64))
     train, val, test = split_three(full, config, stratify=True)
@@ -26,7 +28,9 @@ def load_digits(config: DataConfig) -> TaskData:
 
 def load_breast_cancer(config: DataConfig) -> TaskData:
     """30 features standardized with the training split's mean/std (float32), float32 0/1 labels."""
-    bunch = datasets.load_breast_cancer()
+    from sklearn.datasets import load_breast_cancer as breast_cancer
+
+    bunch = breast_cancer()
     full = Split(bunch.data, bunch.target.astype(np.float32), np.arange(len(bunch.target), dtype=np.int64))
     splits = split_three(full, config, stratify=True)
     mean, std = splits[0].x.mean(axis=0), splits[0].x.std(axis=0)
