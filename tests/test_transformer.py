@@ -209,3 +209,12 @@ def test_transformer_feature_losses_train_the_student_between_named_layers(artic
     with pytest.raises(KdistillError, match="layer 'encoder.encoder.layer.0' gives no attention probabilities"):
         Distiller(transformer(**build, layers=[0]), "classification", {"attention_kl": 1.0}, {"attention_kl": {}},
                   teacher=teacher, features=[hidden_states], probe=x[:2])
+
+
+def test_the_shipped_recipe_takes_two_of_minilms_six_layers():
+    from kdistill.recipe import load_recipe
+
+    recipe = load_recipe("bbc_minilm")
+    assert recipe.data.dataset == "bbc_news" and recipe.data.text.tokenizer == "minilm-l6"
+    assert recipe.student.model == recipe.teacher.model == "transformer"
+    assert recipe.student.kwargs == {"pretrained": "minilm-l6", "layers": [0, 3], "pooling": "cls"}
