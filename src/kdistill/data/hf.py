@@ -24,7 +24,7 @@ import numpy as np
 
 from kdistill.data.images import decode_image, decoded_as, image_header
 from kdistill.data.keyed import Listing, content_digest, keyed_task_data
-from kdistill.data.samples import IndexedFloat32
+from kdistill.data.samples import Indexed
 from kdistill.data.splits import TaskData
 from kdistill.data.text_encoding import TextEncoding, text_encoding
 from kdistill.errors import KdistillError
@@ -60,7 +60,7 @@ def _open(config: DataConfig) -> Any:
     return loaded
 
 
-class HFSamples(IndexedFloat32):
+class HFSamples(Indexed):
     """The input column of a ``datasets.Dataset``, decoded on demand."""
 
     def __init__(self, dataset: Any, column: str, kind: str, listing: Listing, settings: dict,
@@ -68,10 +68,8 @@ class HFSamples(IndexedFloat32):
         self.dataset, self.column, self.kind, self.settings = dataset, column, kind, settings
         self.sample_shape, self.keys, self.digests = sample_shape, listing.keys, listing.digests
         self.encoding = encoding  # texts: how they become inputs
-
-    @property
-    def dtype(self) -> np.dtype:
-        return np.dtype(np.float32) if self.encoding is None else self.encoding.dtype
+        if encoding is not None:
+            self.sample_dtype = encoding.dtype
 
     def read(self, rows: np.ndarray) -> np.ndarray:
         values = self.dataset[[int(row) for row in rows]][self.column]

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from kdistill.data.keyed import Listing, content_digest, keyed_task_data
-from kdistill.data.samples import IndexedFloat32, Samples
+from kdistill.data.samples import Indexed, Samples
 from kdistill.data.splits import TaskData
 from kdistill.errors import KdistillError
 from kdistill.recipe import DataConfig
@@ -40,7 +40,7 @@ def _input(value: Any) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(_plain(value), dtype=np.float32))
 
 
-class IndexedSamples(IndexedFloat32):
+class IndexedSamples(Indexed):
     """The inputs of a sequence of samples, read by index on demand: item ``i``'s ``x``."""
 
     def __init__(self, dataset: Sequence, sample_shape: tuple[int, ...], keyed: bool, listing: Listing):

@@ -68,12 +68,14 @@ class Samples(ABC):
         return self.read(np.asarray(index, dtype=np.int64))
 
 
-class IndexedFloat32(Samples):
-    """float32 samples shaped ``sample_shape``, one per item of ``dataset`` (a source read by
-    index: a Hugging Face dataset, a Python sequence); subclasses set both and give ``read``."""
+class Indexed(Samples):
+    """Samples shaped ``sample_shape`` of ``sample_dtype`` (float32 unless a subclass says
+    otherwise), one per item of ``dataset`` (a source read by index: a Hugging Face dataset, a
+    Python sequence); subclasses set ``dataset`` and ``sample_shape`` and give ``read``."""
 
     dataset: Any
     sample_shape: tuple[int, ...]
+    sample_dtype: np.dtype = np.dtype(np.float32)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -81,7 +83,7 @@ class IndexedFloat32(Samples):
 
     @property
     def dtype(self) -> np.dtype:
-        return np.dtype(np.float32)
+        return self.sample_dtype
 
 
 class Subset(Samples):
