@@ -1,4 +1,4 @@
-"""Teacher / scratch / distilled over several student seeds: mean ± std of the primary test metric.
+"""Teacher / scratch / distilled over several student seeds: mean ± std of the verdict's test metric (and the others).
 
 The first seed trains the teacher; later seeds reuse that saved teacher (``teacher.path``), so the
 seeds vary the student's initial weights, batch order and dropout, not the teacher. Every run is
@@ -44,13 +44,17 @@ def main() -> None:
         print(f"seed {seed}: {report['verdict']['text']}", file=sys.stderr, flush=True)
 
     metric = reports[0]["verdict"]["metric"]
+    others = [name for name in reports[0]["models"][0]["metrics"] if name != metric]  # e.g. the head's accuracy
     print(f"\n`python benchmarks/seeds.py {' '.join(sys.argv[1:])}`\n")
-    print(f"| model | test {metric} (mean ± std over seeds {', '.join(map(str, args.seeds))}) | per seed |")
-    print("|---|---|---|")
+    print(f"| model | test {metric} (mean ± std over seeds {', '.join(map(str, args.seeds))}) | per seed |"
+          + "".join(f" test {name} |" for name in others))
+    print("|---|---|---|" + "---|" * len(others))
     for role in ("teacher", "scratch", "distilled"):
-        values = [100 * m["metrics"][metric] for r in reports for m in r["models"] if m["role"] == role]
-        spread = statistics.stdev(values) if len(values) > 1 else 0.0
-        print(f"| {role} | {statistics.mean(values):.2f} ± {spread:.2f} | {', '.join(f'{v:.2f}' for v in values)} |")
+        def values(name: str) -> list[float]:
+            return [100 * m["metrics"][name] for r in reports for m in r["models"] if m["role"] == role]
+        shown = [values(metric), *(values(name) for name in others)]
+        cells = [f"{statistics.mean(v):.2f} ± {statistics.stdev(v) if len(v) > 1 else 0.0:.2f}" for v in shown]
+        print(f"| {role} | {cells[0]} | {', '.join(f'{v:.2f}' for v in shown[0])} |" + "".join(f" {c} |" for c in cells[1:]))
     deltas = [100 * r["verdict"]["delta"] for r in reports]
     print(f"\ndistilled − scratch: {statistics.mean(deltas):+.2f} points (mean), per seed {', '.join(f'{d:+.2f}' for d in deltas)}")
 

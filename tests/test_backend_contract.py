@@ -151,3 +151,16 @@ def test_stored_outputs_are_read_per_chunk_and_teach_as_the_teacher_in_the_step(
         [len(data.train) - (chunks - 1) * CHECK_EVERY * 8]
     np.testing.assert_allclose(outputs(pipeline, offline_student, data.test.x),
                                outputs(pipeline, online_student, data.test.x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_embed_reads_the_named_layer_of_a_model(backend):
+    recipe = small(backend)
+    pipeline = Pipeline(recipe, load_task_data(recipe.data, recipe.task))
+    embed, x = pipeline.backend.embed, pipeline.data.test.x[:40]
+    np.testing.assert_allclose(embed(pipeline.student, x, "head", 16, pipeline.device), outputs(pipeline, pipeline.student, x),
+                               rtol=1e-5, atol=1e-6)  # the head's output is the model's
+    hidden = embed(pipeline.student, x, "relu1", 16, pipeline.device)
+    assert hidden.shape == (40, 32) and hidden.dtype == np.float64 and (hidden >= 0).all()
+    with pytest.raises(Exception, match=r"compare\.embedding: no layer 'nope'"):
+        embed(pipeline.student, x, "nope", 16, pipeline.device)

@@ -53,7 +53,7 @@ def test_run_writes_the_five_outputs(default_run):
         model = models[role]
         assert 0.0 <= model["metrics"]["accuracy"] <= 1.0
         assert model["parameters"] > 0 and model["size_bytes"] > 0
-        assert set(model["latency_ms"]) == {"batch_1", "batch_256"}
+        assert set(model["latency_ms"]) == {"batch_1", "batch_32", "batch_256"}
         assert all(value > 0 for value in model["latency_ms"].values())
         assert len(model["val_history"]) == 2  # one validation score per epoch (FAST: 2 epochs)
     assert models["teacher"]["agreement"] is None

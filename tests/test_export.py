@@ -73,7 +73,7 @@ def _check_onnx(directory: Path, role: str = "distilled", stem: str = "student")
     assert check["relative"] <= 1e-5 and check["agreement"] == 1.0 and check["change"] == 0.0
     row = _rows(directory)[(role, "onnx", "float32")]
     assert row["size_bytes"] == path.stat().st_size
-    assert set(row["latency_ms"]) == {"threads_1", "threads_all"} and set(row["framework_latency_ms"]) == {"batch_1", "batch_256"}
+    assert set(row["latency_ms"]) == {"threads_1", "threads_all"} and set(row["framework_latency_ms"]) == {"batch_1", "batch_32", "batch_256"}
 
 
 def test_run_exports_onnx_of_torch_models_verified_and_quantized(torch_run):

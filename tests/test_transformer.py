@@ -211,6 +211,44 @@ def test_transformer_feature_losses_train_the_student_between_named_layers(artic
                   teacher=teacher, features=[hidden_states], probe=x[:2])
 
 
+def test_an_untrained_pretrained_teacher_teaches_its_embeddings_scored_by_probe_and_neighbours(articles, tiny_bert,
+                                                                                               tmp_path):
+    student = {"pretrained": str(tiny_bert), "config": {"num_hidden_layers": 1}, "pooling": "mean"}  # random weights
+    raw = recipe(articles, tiny_bert, tmp_path / "run", teacher={"train": {"epochs": 0}},
+                 student={"model": "transformer", "kwargs": student}, losses={"embedding": {}},
+                 weights={"embedding": 1.0}, features=[{"student": "pool", "teacher": "pool", "loss": "embedding"}],
+                 compare={"embedding": "pool", "neighbours": 3})
+    raw["student"].pop("from_teacher")
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["run", str(path)]) == 0
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    models = {model["role"]: model for model in report["models"]}
+    assert set(models) == {"teacher", "distilled", "scratch"}
+    assert all(0 <= model["metrics"][name] <= 1 for model in models.values() for name in ("probe_accuracy", "knn_accuracy"))
+    verdict = report["verdict"]
+    assert verdict["metric"] == "probe_accuracy"
+    assert verdict["delta"] == models["distilled"]["metrics"]["probe_accuracy"] - models["scratch"]["metrics"]["probe_accuracy"]
+    assert models["teacher"]["val_history"] == [] and models["teacher"]["train_seconds"] is None  # used as built
+    assert "| test accuracy | test probe_accuracy | test knn_accuracy |" in (tmp_path / "run" / "report.md").read_text()
+
+    from kdistill.torch.backend import BACKEND
+    from kdistill.torch.models import load_model
+
+    data = load_task_data(Recipe.model_validate(raw).data, "classification")
+    build = dict(input_shape=(2, MAX_LENGTH), output_dim=5, pretrained=str(tiny_bert), vocab_size=30522, pooling="mean")
+    teacher = load_model(tmp_path / "run" / "teacher.safetensors")
+    for name, weights in transformer(**build).encoder.state_dict().items():  # the saved teacher is the pretrained one
+        torch.testing.assert_close(teacher.encoder.state_dict()[name], weights, rtol=0, atol=0, msg=name)
+
+    def embedding_error(student) -> float:
+        embed = [BACKEND.embed(model, data.test.x, "pool", 16, torch.device("cpu")) for model in (student, teacher)]
+        return float(np.mean(np.sum((embed[0] - embed[1]) ** 2, axis=1)))
+    torch.manual_seed(0)
+    before = embedding_error(transformer(**{**build, **student}))
+    assert embedding_error(load_model(tmp_path / "run" / "student.safetensors")) < 0.5 * before  # it learned them
+
+
 def test_the_shipped_recipe_takes_two_of_minilms_six_layers():
     from kdistill.recipe import load_recipe
 

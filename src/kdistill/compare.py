@@ -27,6 +27,7 @@ from pathlib import Path
 from kdistill import backends as registry
 from kdistill.errors import KdistillError
 from kdistill.recipe import Recipe, recipe_from_dict
+from kdistill.report.latency import sizes_cell, sizes_label
 from kdistill.store.writer import atomic_write
 
 BACKENDS = registry.NAMES
@@ -101,7 +102,6 @@ def compare_row(backend: str, report: dict) -> dict:
     models = {model["role"]: model for model in report["models"]}
     distilled = models["distilled"]
     epochs = len(distilled["val_history"])
-    latency = distilled["latency_ms"] or {}
     return {
         "backend": backend,
         "framework": _framework(report),
@@ -113,8 +113,7 @@ def compare_row(backend: str, report: dict) -> dict:
         else None,
         "parameters": distilled["parameters"],
         "size_bytes": distilled["size_bytes"],
-        "latency_ms_batch_1": latency.get("batch_1"),
-        "latency_ms_batch_256": latency.get("batch_256"),
+        "latency_ms": distilled["latency_ms"],
     }
 
 
@@ -160,8 +159,8 @@ def compare_markdown(summary: dict) -> str:
         + ", ".join(f"`{row['backend']}/`" for row in summary["rows"]) + ".",
         "",
         f"| framework | distilled {metric} | scratch {metric} | teacher {metric} | distilled − scratch "
-        "| epoch (s) | parameters | size on disk | latency b=1 (ms) | latency b=256 (ms) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| epoch (s) | parameters | size on disk | latency {sizes_label()} (ms) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in summary["rows"]:
         cells = (
@@ -173,8 +172,7 @@ def compare_markdown(summary: dict) -> str:
             _cell(row["epoch_seconds"], "{:.3f}"),
             _cell(row["parameters"], "{:,}"),
             _cell(None if row["size_bytes"] is None else row["size_bytes"] / 1024, "{:.1f} KiB"),
-            _cell(row["latency_ms_batch_1"], "{:.3f}"),
-            _cell(row["latency_ms_batch_256"], "{:.3f}"),
+            sizes_cell(row["latency_ms"]),
         )
         lines.append("| " + " | ".join(cells) + " |")
     lines += [

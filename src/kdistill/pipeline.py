@@ -14,6 +14,7 @@ from kdistill.data.splits import TaskData
 from kdistill.objective import Objective
 from kdistill.ranks import is_main_process
 from kdistill.recipe import Recipe
+from kdistill.report.embeddings import embedding_metrics
 from kdistill.report.latency import BATCH_SIZES
 from kdistill.report.results import ModelResult, Trained, results_for
 from kdistill.store import StoreReader
@@ -90,6 +91,16 @@ class Pipeline:
         trained = {role: Trained(backend.timed_forward(model, timed, device),
                                  backend.predict(model, x_test, batch_size, device, workers=workers),
                                  self.teacher.parameters if role == "teacher" else backend.count_parameters(model),
-                                 weights_file, history)
+                                 weights_file, history, self._embedding_metrics(model))
                    for role, (model, weights_file, history) in measured.items()}
         return results_for(self.data, trained, store, self.recipe.compare.latency_repeats)
+
+    def _embedding_metrics(self, model: Any) -> dict[str, float]:
+        """Linear-probe and nearest-neighbour accuracy on ``compare.embedding`` (none when unset)."""
+        compare, data = self.recipe.compare, self.data
+        if compare.embedding is None:
+            return {}
+        batch_size, workers = self.recipe.train.eval_batch_size, self.recipe.train.workers
+        train, test = (self.backend.embed(model, split.x, compare.embedding, batch_size, self.device, workers=workers)
+                       for split in (data.train, data.test))
+        return embedding_metrics(train, data.train.y, test, data.test.y, compare.neighbours)

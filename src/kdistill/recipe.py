@@ -204,7 +204,8 @@ class ModelConfig(StrictModel):
 class TeacherTraining(StrictModel):
     """How to train the teacher when it is not loaded from ``path``; unset fields follow ``train``."""
 
-    epochs: int | None = Field(None, ge=1)
+    epochs: int | None = Field(None, ge=0)
+    """0: the teacher is used as built (a pretrained encoder whose embeddings teach), not trained."""
     lr: float | None = Field(None, gt=0)
     batch_size: int | None = Field(None, ge=1)
     optimizer: Literal["adamw", "adam", "sgd"] | None = None
@@ -305,6 +306,12 @@ class TrainConfig(StrictModel):
 class CompareConfig(StrictModel):
     scratch: bool = True
     latency_repeats: int = Field(30, ge=3)
+    embedding: str | None = None
+    """A layer path (as feature losses name layers: ``pool``): every model is also scored by a linear
+    probe and k-nearest-neighbour accuracy on that layer's output (:mod:`kdistill.report.embeddings`),
+    and the verdict reads the probe. For students that learn embeddings, not a head."""
+    neighbours: int = Field(5, ge=1)
+    """k of the nearest-neighbour accuracy."""
 
 
 class OutputConfig(StrictModel):
@@ -407,7 +414,18 @@ class Recipe(StrictModel):
         for index, pair in enumerate(self.features):
             if pair.loss not in self.losses:
                 raise ValueError(f"features.{index}.loss: {pair.loss!r} is not in losses; add it with a weight")
+        if self.compare.embedding is not None and self.task != "classification":
+            raise ValueError(f"compare.embedding: embeddings are scored by class accuracy (linear probe, nearest "
+                             f"neighbours); task {self.task!r} is not classification")
         return self
+
+    @property
+    def verdict_metric(self) -> str:
+        """The test metric the report's verdict compares: the task's, or the linear probe's on
+        ``compare.embedding``."""
+        from kdistill.report.metrics import PRIMARY
+
+        return "probe_accuracy" if self.compare.embedding is not None else PRIMARY[self.task]
 
     def _check_capabilities(self) -> None:
         """What the chosen backends must be able to do (the registry's capabilities)."""

@@ -51,12 +51,15 @@ class Teacher:
 
     def prepare(self, out: Path, checkpoints: Path, resume: bool) -> tuple[Path | None, History | None]:
         """Train (on resume, a finished teacher's checkpoint restores its weights and history
-        without training) and save beside the run (``out/teacher.*``), or take ``teacher.path``;
-        then freeze. Returns the model file and the training history (None for a loaded teacher)."""
+        without training) and save beside the run (``out/teacher.*``), or take ``teacher.path``,
+        or (``teacher.train.epochs: 0``) save it as built; then freeze. Returns the model file and the training history (None for a loaded teacher)."""
         backend, recipe = self.backend, self.recipe
         if recipe.teacher.path is not None:
             backend.set_trainable(self.model, False)
             return Path(recipe.teacher.path), None
+        if self.training.epochs == 0:  # used as built (pretrained weights)
+            backend.set_trainable(self.model, False)
+            return (backend.save(self.model, self.spec, out / "teacher") if is_main_process() else None), None
         backend.set_trainable(self.model, True)
         with backend.scope(self.device, self.training):
             trainee = backend.distiller(self.model, Objective.task_only(recipe.task), None, (), None, self.device,

@@ -118,10 +118,19 @@ class Backend(ABC):
         """Raw outputs (logits at T = 1) in inference mode, as float64 numpy; inputs that stream
         from disk are read ``batch_size`` rows at a time by ``workers`` reader threads
         (:func:`kdistill.data.stream.read_batches`), never whole."""
-        if not is_streamed(x):
-            return self.predict_array(model, x, batch_size, device)
-        return np.concatenate([self.predict_array(model, batch, batch_size, device)
-                               for batch in read_batches(x, batch_size, workers)])
+        return _in_batches(lambda batch: self.predict_array(model, batch, batch_size, device), x, batch_size, workers)
+
+    @abstractmethod
+    def embed_array(self, model: Any, x: np.ndarray, path: str, batch_size: int, device: Any) -> np.ndarray:
+        """The output of ``model``'s layer ``path`` (named as feature losses name layers) on
+        in-memory inputs, in inference mode, flattened to float64 (N, D); a path the model does
+        not have is a :class:`kdistill.errors.KdistillError` naming ``compare.embedding``."""
+
+    def embed(self, model: Any, x: np.ndarray | Samples, path: str, batch_size: int, device: Any,
+              workers: int | None = None) -> np.ndarray:
+        """:meth:`embed_array` on inputs in memory or streamed (as :meth:`predict`)."""
+        return _in_batches(lambda batch: self.embed_array(model, batch, path, batch_size, device), x, batch_size,
+                           workers)
 
     @abstractmethod
     def timed_forward(self, model: Any, x: np.ndarray, device: Any) -> Callable[[int], None]:
@@ -162,3 +171,11 @@ class Backend(ABC):
         from kdistill.training.loop import fit
 
         return fit(role, self, distiller, data, config, self.device(config.device), **options)
+
+
+def _in_batches(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray | Samples, batch_size: int,
+                workers: int | None) -> np.ndarray:
+    """``run`` on in-memory inputs at once; on streamed ones ``batch_size`` rows at a time."""
+    if not is_streamed(x):
+        return run(x)
+    return np.concatenate([run(batch) for batch in read_batches(x, batch_size, workers)])

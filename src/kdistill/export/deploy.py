@@ -1,4 +1,4 @@
-"""The deploy measurements: every exported file's latency in its runtime at batch 1 and 256, with
+"""The deploy measurements: every exported file's latency in its runtime at batch 1, 32 and 256, with
 one intra-op thread and with all cores, taken side by side with the framework's own forward of
 the same model (:func:`kdistill.report.latency.measure_latencies`: every forward takes its turn
 within each repeat, so machine noise hits them alike)."""

@@ -30,7 +30,7 @@ from kdistill.backends.contract import Backend, StepRunner
 from kdistill.data.samples import Samples, is_streamed
 from kdistill.data.splits import TaskData
 from kdistill.errors import KdistillError
-from kdistill.jax.distiller import Distiller, eval_view, probe_shapes, train_view
+from kdistill.jax.distiller import Distiller, eval_view, forward_with_taps, probe_shapes, tap_names, train_view
 from kdistill.jax.models import build_model, count_parameters, save_model
 from kdistill.jax.parallel import DataParallel
 from kdistill.objective import Objective
@@ -215,6 +215,14 @@ class JaxBackend(Backend):
     def predict_array(self, model: nnx.Module, x: np.ndarray, batch_size: int, device: jax.Device) -> np.ndarray:
         with jax.default_device(device):
             return predict(model, jnp.asarray(x), batch_size)
+
+    def embed_array(self, model: nnx.Module, x: np.ndarray, path: str, batch_size: int,
+                    device: jax.Device) -> np.ndarray:
+        taps, view = tap_names(model, [path], "compare.embedding"), eval_view(model)
+        with jax.default_device(device):
+            rows = [np.asarray(forward_with_taps(view, jnp.asarray(x[start:start + batch_size]), taps)[1][path])
+                    for start in range(0, len(x), batch_size)]
+        return np.concatenate(rows).reshape(len(x), -1).astype(np.float64)
 
     def timed_forward(self, model: nnx.Module, x: np.ndarray, device: jax.Device) -> Callable[[int], None]:
         graphdef, state = nnx.split(eval_view(model))

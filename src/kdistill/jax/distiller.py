@@ -60,7 +60,7 @@ class Trainee(nnx.Module):
         self.adapters = nnx.Dict(adapters)
 
 
-def _taps(model: nnx.Module | None, paths: Sequence[str], field: str) -> tuple[str, ...]:
+def tap_names(model: nnx.Module | None, paths: Sequence[str], field: str) -> tuple[str, ...]:
     if not paths:
         return ()
     if not isinstance(model, Layers):
@@ -74,7 +74,7 @@ def _taps(model: nnx.Module | None, paths: Sequence[str], field: str) -> tuple[s
     return tuple(dict.fromkeys(paths))
 
 
-def _forward(model: nnx.Module, x: jax.Array, taps: tuple[str, ...]) -> tuple[jax.Array, dict[str, jax.Array]]:
+def forward_with_taps(model: nnx.Module, x: jax.Array, taps: tuple[str, ...]) -> tuple[jax.Array, dict[str, jax.Array]]:
     return model.run(x, taps) if taps else (model(x), {})
 
 
@@ -84,7 +84,7 @@ def probe_shapes(model: nnx.Module | Callable, probe: jax.Array,
     ``x -> logits``, on ``probe``, by abstract evaluation: nothing is compiled or run."""
     if not isinstance(model, nnx.Module):
         return jax.eval_shape(model, probe), {}
-    return nnx.eval_shape(lambda model: _forward(model, probe, taps), eval_view(model))
+    return nnx.eval_shape(lambda model: forward_with_taps(model, probe, taps), eval_view(model))
 
 
 class Distiller:
@@ -112,8 +112,8 @@ class Distiller:
         self.task = task
         self.teacher = teacher  # a module is used through eval_view: it can train (as its own trainee) first
         self.features = [pair for pair in features if pair.loss in self.objective.weights]
-        self.student_taps = _taps(student, [pair.student for pair in self.features], "features.student")
-        self.teacher_taps = _taps(teacher, [pair.teacher for pair in self.features], "features.teacher")
+        self.student_taps = tap_names(student, [pair.student for pair in self.features], "features.student")
+        self.teacher_taps = tap_names(teacher, [pair.teacher for pair in self.features], "features.teacher")
         adapters = self._check_outputs(student, probe, seed) if probe is not None else {}
         self.trainee = Trainee(student, adapters)
 
@@ -147,14 +147,14 @@ class Distiller:
         """(total, parts) for one batch. ``trainee`` and ``teacher`` are this distiller's
         :class:`Trainee` and frozen teacher, or their functional copies inside a jitted step (state
         passed as arguments, not baked into the compiled program)."""
-        student_out, student_features = _forward(trainee.student, x, self.student_taps)
+        student_out, student_features = forward_with_taps(trainee.student, x, self.student_taps)
         labeled = y.shape[0]
         parts: dict[str, jax.Array] = {}
         if "task" in self.objective.weights and labeled:
             parts["task"] = task_loss(student_out if labeled == x.shape[0] else student_out[:labeled], y, self.task)
         teacher_features = {}
         if self.objective.terms and teacher_out is None:
-            teacher_out, teacher_features = jax.lax.stop_gradient(_forward(teacher, x, self.teacher_taps))
+            teacher_out, teacher_features = jax.lax.stop_gradient(forward_with_taps(teacher, x, self.teacher_taps))
         for term in self.objective.terms:
             function = LOSS_FUNCTIONS[term.name]
             if term.reads_features:

@@ -23,7 +23,7 @@ from kdistill.backends.contract import Backend, StepRunner
 from kdistill.data.splits import TaskData
 from kdistill.errors import KdistillError
 from kdistill.keras import parallel
-from kdistill.keras.distiller import Distiller
+from kdistill.keras.distiller import Distiller, tap_model
 from kdistill.keras.models import build_model, save_model
 from kdistill.objective import Objective
 from kdistill.recipe import FeaturePair, ModelConfig, TrainConfig
@@ -162,6 +162,11 @@ class KerasBackend(Backend):
 
     def predict_array(self, model: keras.Model, x: np.ndarray, batch_size: int, device: str) -> np.ndarray:
         return predict(model, x, batch_size)
+
+    def embed_array(self, model: keras.Model, x: np.ndarray, path: str, batch_size: int, device: str) -> np.ndarray:
+        tapped = tap_model(model, [path], ["compare.embedding"])
+        embeddings = tapped.predict(x, batch_size=batch_size, verbose=0)[1]
+        return np.asarray(embeddings, dtype=np.float64).reshape(len(x), -1)
 
     def timed_forward(self, model: keras.Model, x: np.ndarray, device: str) -> Callable[[int], None]:
         def forward(size: int) -> None:

@@ -8,7 +8,17 @@ import time
 from collections.abc import Callable
 
 WARMUP_ROUNDS = 3
-BATCH_SIZES = (1, 256)  # the report's latency columns
+BATCH_SIZES = (1, 32, 256)  # the report's latency columns: one request, a serving batch, a bulk batch
+
+
+def sizes_label() -> str:
+    """``b=1 / b=32 / b=256``: the batch sizes a latency cell of the report lists."""
+    return "b=" + " / b=".join(str(size) for size in BATCH_SIZES)
+
+
+def sizes_cell(timings: dict[str, float] | None) -> str:
+    """The milliseconds of one model at every batch size, ``a / b / c``; a dash where nothing was timed."""
+    return "—" if not timings else " / ".join(f"{timings[f'batch_{size}']:.3f}" for size in BATCH_SIZES)
 
 
 def measure_latencies(forwards: dict[str, Callable[[int], object]], batch_sizes: tuple[int, ...],

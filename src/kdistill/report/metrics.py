@@ -7,7 +7,8 @@ import numpy as np
 from scipy.stats import rankdata
 
 PRIMARY = {"classification": "accuracy", "binary": "roc_auc", "regression": "rmse", "ranking": "ndcg@10"}
-HIGHER_IS_BETTER = {"accuracy": True, "roc_auc": True, "rmse": False, "ndcg@10": True}
+HIGHER_IS_BETTER = {"accuracy": True, "roc_auc": True, "rmse": False, "ndcg@10": True,
+                    "probe_accuracy": True, "knn_accuracy": True}  # the last two: kdistill.report.embeddings
 
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:

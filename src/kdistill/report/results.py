@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,7 @@ from kdistill.training import History
 @dataclass
 class ModelResult:
     """role: teacher | distilled | scratch. metrics: test-set task metrics at T = 1 (primary first).
-    size_bytes: the saved weights file. latency_ms: median forward time at batch 1 and 256.
+    size_bytes: the saved weights file. latency_ms: median forward time at each batch size of ``BATCH_SIZES``.
     agreement: top-1 agreement with the teacher on the test set. val_history: primary
     validation metric after each epoch (empty for a loaded teacher). A teacher known only by its
     stored outputs (a soft-target store) has no parameters, size or latency: None."""
@@ -78,6 +78,7 @@ class Trained:
     parameters: int
     weights_file: Path
     history: History | None
+    embedding_metrics: dict[str, float] = field(default_factory=dict)  # kdistill.report.embeddings
 
 
 def results_for(data: TaskData, trained: dict[str, Trained], store: StoreReader | None,
@@ -90,8 +91,9 @@ def results_for(data: TaskData, trained: dict[str, Trained], store: StoreReader 
     results = []
     if store is not None:
         outputs["teacher"], results = stored_teacher_results(store, data)
-    return results + [
-        measured_result(role, data, outputs[role], None if role == "teacher" else outputs["teacher"],
-                        model.parameters, model.weights_file.stat().st_size, latencies[role], model.history)
-        for role, model in trained.items()
-    ]
+    for role, model in trained.items():
+        result = measured_result(role, data, outputs[role], None if role == "teacher" else outputs["teacher"],
+                                 model.parameters, model.weights_file.stat().st_size, latencies[role], model.history)
+        result.metrics |= model.embedding_metrics
+        results.append(result)
+    return results

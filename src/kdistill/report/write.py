@@ -10,12 +10,13 @@ from pathlib import Path
 from kdistill.errors import writing
 from kdistill.recipe import Recipe
 from kdistill.report.metrics import HIGHER_IS_BETTER, PRIMARY
+from kdistill.report.embeddings import EMBEDDING_METRICS
+from kdistill.report.latency import sizes_cell, sizes_label
 from kdistill.report.results import ModelResult
 
 
-def verdict(task: str, results: list[ModelResult]) -> dict:
-    """Did distillation beat the scratch twin on the primary test metric? Says so plainly either way."""
-    metric = PRIMARY[task]
+def verdict(metric: str, results: list[ModelResult]) -> dict:
+    """Did distillation beat the scratch twin on test ``metric``? Says so plainly either way."""
     by_role = {result.role: result for result in results}
     if "distilled" not in by_role or "scratch" not in by_role:
         return {"metric": metric, "helped": None, "delta": None, "text": "No scratch twin was trained (compare.scratch: false)."}
@@ -44,7 +45,8 @@ def _shown(value, template: str) -> str:
 
 
 def _markdown(recipe: Recipe, report: dict) -> str:
-    metric = report["verdict"]["metric"]
+    metric = PRIMARY[recipe.task]
+    scored = [metric, *(name for name in EMBEDDING_METRICS if any(name in model["metrics"] for model in report["models"]))]
     lines = [
         f"# kdistill report: {recipe.name}",
         "",
@@ -60,31 +62,29 @@ def _markdown(recipe: Recipe, report: dict) -> str:
         "",
         f"**{report['verdict']['text']}**",
         "",
-        f"| model | test {metric} | parameters | size on disk | latency b=1 (ms) | latency b=256 (ms) | agreement with teacher | train time (s) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | " + " | ".join(f"test {name}" for name in scored)
+        + f" | parameters | size on disk | latency {sizes_label()} (ms) | agreement with teacher | train time (s) |",
+        "|---|" + "---|" * (len(scored) + 5),
     ]
     for model in report["models"]:
-        latency = model["latency_ms"] or {}
         cells = (
-            f"{model['metrics'][metric]:.4f}",
+            *(_shown(model["metrics"].get(name), "{:.4f}") for name in scored),
             _shown(model["parameters"], "{:,}"),
             _shown(None if model["size_bytes"] is None else model["size_bytes"] / 1024, "{:.1f} KiB"),
-            _shown(latency.get("batch_1"), "{:.3f}"),
-            _shown(latency.get("batch_256"), "{:.3f}"),
+            sizes_cell(model["latency_ms"]),
             _shown(model["agreement"], "{:.4f}"),
             _shown(model["train_seconds"], "{:.1f}"),
         )
         lines.append(f"| {model['role']} | " + " | ".join(cells) + " |")
-    lines += ["", "Metrics on the test split at T = 1; latency is the median of repeated eval-mode forward passes.",
-              "Validation curves: `curves.png`. Full numbers: `report.json`. Recipe as run: `recipe.yaml`.", ""]
+    lines += ["", "Metrics on the test split at T = 1; latency is the median of repeated eval-mode forward passes."]
+    if len(scored) > 1:
+        lines += [f"probe_accuracy and knn_accuracy: a linear probe and {recipe.compare.neighbours}-nearest-neighbour "
+                  f"accuracy on the `{recipe.compare.embedding}` embeddings, fitted on the labeled training split; "
+                  "a head never trained on labels scores near chance on the task column."]
+    lines += ["Validation curves: `curves.png`. Full numbers: `report.json`. Recipe as run: `recipe.yaml`.", ""]
     if report.get("deploy"):
         lines += _deploy_markdown(report["deploy"], metric)
     return "\n".join(lines)
-
-
-def _pair(timings: dict | None) -> str:
-    """``b=1 / b=256`` milliseconds, or a dash where nothing was timed."""
-    return "—" if not timings else f"{timings['batch_1']:.3f} / {timings['batch_256']:.3f}"
 
 
 def _row_key(row: dict) -> tuple[str, str, str]:
@@ -97,15 +97,15 @@ def _deploy_markdown(deploy: dict, metric: str) -> list[str]:
     lines = [
         "## Deploy",
         "",
-        f"| model | format | precision | size on disk | test {metric} (change) | max \\|Δlogit\\| | runtime b=1 / b=256, "
-        f"1 thread (ms) | runtime b=1 / b=256, {deploy['threads_all']} threads (ms) | framework b=1 / b=256 (ms) |",
+        f"| model | format | precision | size on disk | test {metric} (change) | max \\|Δlogit\\| | runtime {sizes_label()}, "
+        f"1 thread (ms) | runtime {sizes_label()}, {deploy['threads_all']} threads (ms) | framework {sizes_label()} (ms) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in deploy["rows"]:
         check, latency = row["verification"], row["latency_ms"] or {}
         cells = (row["format"], row["precision"], f"{row['size_bytes'] / 1024:.1f} KiB",
                  f"{check['metrics'][metric]:.4f} ({check['change']:+.4f})", f"{check['max_abs']:.2e}",
-                 _pair(latency.get("threads_1")), _pair(latency.get("threads_all")), _pair(row["framework_latency_ms"]))
+                 sizes_cell(latency.get("threads_1")), sizes_cell(latency.get("threads_all")), sizes_cell(row["framework_latency_ms"]))
         lines.append(f"| {row['role']} | " + " | ".join(cells) + " |")
     lines += ["", "Each file was run in its runtime (onnxruntime, the LiteRT interpreter, TensorFlow for a SavedModel) "
               "on the test split and compared with the framework's outputs before it was kept; latencies of the "
@@ -155,7 +155,7 @@ def write_report(out: Path, recipe: Recipe, backend_info: dict, data_info: dict,
         "environment": backend_info,
         "data": data_info,
         "models": [result.to_dict() for result in results],
-        "verdict": verdict(recipe.task, results),
+        "verdict": verdict(recipe.verdict_metric, results),
     }
     _plot(report, out / "curves.png")
     atomic_write(out / "report.md", lambda tmp: tmp.write_text(_markdown(recipe, report)))

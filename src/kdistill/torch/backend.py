@@ -28,6 +28,7 @@ from kdistill.objective import Objective
 from kdistill.recipe import FeaturePair, ModelConfig, TrainConfig
 from kdistill.torch import distributed
 from kdistill.torch.distiller import Distiller
+from kdistill.torch.features import FeatureTap
 from kdistill.torch.models import build_model, count_parameters, save_model
 from kdistill.training.plan import Step
 
@@ -203,6 +204,23 @@ class TorchBackend(Backend):
 
     def predict_array(self, model: nn.Module, x: np.ndarray, batch_size: int, device: torch.device) -> np.ndarray:
         return predict(model, x, batch_size, device)
+
+    @torch.inference_mode()
+    def embed_array(self, model: nn.Module, x: np.ndarray, path: str, batch_size: int,
+                    device: torch.device) -> np.ndarray:
+        tap = FeatureTap(model, [path], "compare.embedding")
+        was_training = model.training
+        model.eval()
+        try:
+            x = torch.from_numpy(np.ascontiguousarray(x))
+            rows = []
+            for start in range(0, len(x), batch_size):
+                model(x[start:start + batch_size].to(device))
+                rows.append(tap.outputs[path].flatten(1).double().cpu())
+            return torch.cat(rows).numpy()
+        finally:
+            tap.remove()
+            model.train(was_training)
 
     def timed_forward(self, model: nn.Module, x: np.ndarray, device: torch.device) -> Callable[[int], None]:
         x = torch.from_numpy(np.ascontiguousarray(x)).to(device)
