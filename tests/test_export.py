@@ -1,4 +1,4 @@
-"""kdistill export: ONNX from every backend and LiteRT/SavedModel from Keras, each run in its real
+"""kdistill export: ONNX from every backend and LiteRT/SavedModel from Keras and JAX, each run in its real
 runtime (onnxruntime, the LiteRT interpreter, TensorFlow) against the framework's outputs on the
 test split; quantized files with their accuracy change; and the named errors of a bad request."""
 
@@ -99,21 +99,23 @@ def test_kdistill_export_onnx_matches_the_framework(backend, request, kdistill):
     _check_onnx(directory)
 
 
-def test_keras_litert_and_savedmodel_with_quantized_accuracy_change(keras_run, kdistill):
+@pytest.mark.parametrize("backend", ["keras", "jax"])
+def test_litert_and_savedmodel_with_quantized_accuracy_change(backend, request, kdistill):
     from ai_edge_litert.interpreter import Interpreter
 
-    code, _, err = kdistill("export", keras_run, "--format", "tflite", "savedmodel", "--quantize", "int8", "float16",
+    run_dir = request.getfixturevalue(f"{backend}_run")
+    code, _, err = kdistill("export", run_dir, "--format", "tflite", "savedmodel", "--quantize", "int8", "float16",
                             "--role", "student")
     assert code == 0, err
-    assert {"student.tflite", "student.int8.tflite", "student.float16.tflite", "student.savedmodel"} <= set(_finished(keras_run))
-    rows = _rows(keras_run)
+    assert {"student.tflite", "student.int8.tflite", "student.float16.tflite", "student.savedmodel"} <= set(_finished(run_dir))
+    rows = _rows(run_dir)
     assert rows[("distilled", "tflite", "float32")]["verification"]["relative"] <= 1e-5
     assert rows[("distilled", "savedmodel", "float32")]["verification"]["relative"] <= 1e-5
     for precision in ("int8", "float16"):
         check = rows[("distilled", "tflite", precision)]["verification"]
         assert check["change"] == pytest.approx(check["metrics"]["accuracy"] - check["framework_metrics"]["accuracy"])
         assert rows[("distilled", "tflite", precision)]["size_bytes"] < rows[("distilled", "tflite", "float32")]["size_bytes"]
-    interpreter = Interpreter(model_path=str(keras_run / "export" / "student.tflite"))
+    interpreter = Interpreter(model_path=str(run_dir / "export" / "student.tflite"))
     assert interpreter.get_input_details()[0]["shape_signature"].tolist() == [-1, 64]  # dynamic batch
 
 
@@ -129,8 +131,8 @@ def test_verification_beyond_tolerance_is_named_and_leaves_no_file(torch_run, kd
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["--format", "tflite"], "--format: tflite is exported from backend(s) keras, not 'torch'"),
-    (["--format", "savedmodel", "--quantize", "int8"], "--format: savedmodel is exported from backend(s) keras"),
+    (["--format", "tflite"], "--format: tflite is exported from backend(s) keras, jax, not 'torch'"),
+    (["--format", "savedmodel", "--quantize", "int8"], "--format: savedmodel is exported from backend(s) keras, jax"),
     (["--format", "onnx", "--role", "scratch"], "--role scratch: this run has no scratch model"),
     (["--format", "onnx", "--tolerance", "float32=x"], "--tolerance: 'float32=x' is not PRECISION=NUMBER"),
 ])

@@ -53,7 +53,8 @@ REGISTRY: dict[str, BackendInfo] = {info.name: info for info in (
     BackendInfo("torch", "torch", ("torch",), frozenset({NPROC, ONLINE_FOREIGN, FEATURES, SEQUENCE_FEATURES, EXPORT_ONNX, EXPORT_HF})),
     BackendInfo("keras", "tensorflow", ("keras",), frozenset({DATA_PARALLEL, DLPACK_TEACHER, FEATURES, EXPORT_ONNX,
                                                              EXPORT_TFLITE, EXPORT_SAVEDMODEL})),
-    BackendInfo("jax", "jax", ("jax", "flax", "optax"), frozenset({DATA_PARALLEL, DLPACK_TEACHER, FEATURES, EXPORT_ONNX})),
+    BackendInfo("jax", "jax", ("jax", "flax", "optax"), frozenset({DATA_PARALLEL, DLPACK_TEACHER, FEATURES, EXPORT_ONNX,
+                                                                 EXPORT_TFLITE, EXPORT_SAVEDMODEL})),
 )}
 NAMES: tuple[str, ...] = tuple(REGISTRY)
 

@@ -38,3 +38,14 @@ def signature(path: Path) -> dict:
     (given, *_), (out, *_) = interpreter.get_input_details(), interpreter.get_output_details()
     return {side: {"name": detail["name"], "shape": detail["shape_signature"].tolist(), "type": str(detail["dtype"].__name__)}
             for side, detail in (("input", given), ("output", out))}
+
+
+def converter_options(quantize: str | None) -> dict:
+    """The TFLite converter's post-training quantization, as its attributes: float16 weights, or
+    dynamic-range int8 (int8 weights, activations quantized on the fly)."""
+    if quantize is None:
+        return {}
+    import tensorflow as tf
+
+    options = {"optimizations": [tf.lite.Optimize.DEFAULT]}
+    return options | ({"target_spec": {"supported_types": [tf.float16]}} if quantize == "float16" else {})

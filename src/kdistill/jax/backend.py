@@ -258,7 +258,7 @@ class JaxBackend(Backend):
     def export(self, model: nnx.Module, format: str, path: Path, example: np.ndarray, quantize: str | None = None) -> None:
         from kdistill.jax.export import export
 
-        export(model, format, path, example)
+        export(model, format, path, example, quantize)
 
     def student(self, distiller: Distiller) -> nnx.Module:
         return distiller.student

@@ -10,20 +10,10 @@ import keras
 import numpy as np
 
 from kdistill.errors import KdistillError
+from kdistill.export.litert import converter_options
 from kdistill.export.quiet import quiet
 
 KERAS_FORMAT = {"onnx": "onnx", "tflite": "litert", "savedmodel": "tf_saved_model"}
-
-
-def _converter_options(quantize: str | None) -> dict:
-    """The TFLite converter's post-training quantization: float16 weights, or dynamic-range int8
-    (int8 weights, activations quantized on the fly)."""
-    if quantize is None:
-        return {}
-    import tensorflow as tf
-
-    options = {"optimizations": [tf.lite.Optimize.DEFAULT]}
-    return options | ({"target_spec": {"supported_types": [tf.float16]}} if quantize == "float16" else {})
 
 
 def export(model: keras.Model, format: str, path: Path, example: np.ndarray, quantize: str | None = None) -> None:
@@ -33,7 +23,7 @@ def export(model: keras.Model, format: str, path: Path, example: np.ndarray, qua
     try:
         with quiet():
             model.export(str(path), format=KERAS_FORMAT[format], verbose=False, input_signature=signature,
-                         **(_converter_options(quantize) if format == "tflite" else {}))
+                         **(converter_options(quantize) if format == "tflite" else {}))
     except Exception as error:
         layer = _first_failing_layer(model, error)
         raise KdistillError(f"--format {format}: Keras cannot export {model.name} ({type(model).__name__}): "
