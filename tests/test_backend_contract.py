@@ -164,3 +164,5 @@ def test_embed_reads_the_named_layer_of_a_model(backend):
     assert hidden.shape == (40, 32) and hidden.dtype == np.float64 and (hidden >= 0).all()
     with pytest.raises(Exception, match=r"compare\.embedding: no layer 'nope'"):
         embed(pipeline.student, x, "nope", 16, pipeline.device)
+    with pytest.raises(Exception, match=r"compare\.embedding: no layer 'nope'"):  # refused before anything trains
+        Pipeline(small(backend, "compare.embedding=nope"), pipeline.data)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from kdistill import backends
 from kdistill.data.splits import TaskData
 from kdistill.objective import Objective
@@ -41,6 +43,7 @@ class Pipeline:
         with backend.scope(self.device, recipe.train):
             self.student, self.student_spec = backend.build(recipe.student, data, "student", recipe.train.seed, self.device)
             check_outputs(backend, self.student, probe, data, "student", self.device)
+            self._check_embedding(probe)
             self.scratch = backend.clone(self.student, self.student_spec, data, probe, self.device)
             objective = Objective(recipe.task, recipe.weights, {name: recipe.loss_settings(name) for name in recipe.losses})
             in_step = None if self.teacher is None or self.foreign else self.teacher.model
@@ -91,9 +94,20 @@ class Pipeline:
         trained = {role: Trained(backend.timed_forward(model, timed, device),
                                  backend.predict(model, x_test, batch_size, device, workers=workers),
                                  self.teacher.parameters if role == "teacher" else backend.count_parameters(model),
-                                 weights_file, history, self._embedding_metrics(model))
+                                 weights_file, history,
+                                 {} if role == "teacher" and self.foreign else self._embedding_metrics(model))
                    for role, (model, weights_file, history) in measured.items()}
         return results_for(self.data, trained, store, self.recipe.compare.latency_repeats)
+
+    def _check_embedding(self, probe: np.ndarray) -> None:
+        """``compare.embedding`` names a layer of the student (and of a teacher of this framework):
+        checked on ``probe`` before anything trains. A teacher of another framework is not scored."""
+        path = self.recipe.compare.embedding
+        if path is None:
+            return
+        models = [self.student, *([self.teacher.model] if self.teacher is not None and not self.foreign else [])]
+        for model in models:
+            self.backend.embed_array(model, probe, path, len(probe), self.device)
 
     def _embedding_metrics(self, model: Any) -> dict[str, float]:
         """Linear-probe and nearest-neighbour accuracy on ``compare.embedding`` (none when unset)."""

@@ -52,7 +52,8 @@ class Teacher:
     def prepare(self, out: Path, checkpoints: Path, resume: bool) -> tuple[Path | None, History | None]:
         """Train (on resume, a finished teacher's checkpoint restores its weights and history
         without training) and save beside the run (``out/teacher.*``), or take ``teacher.path``,
-        or (``teacher.train.epochs: 0``) save it as built; then freeze. Returns the model file and the training history (None for a loaded teacher)."""
+        or (``teacher.train.epochs: 0``) save it as built; then freeze. Returns the model file and
+        the training history (None for a teacher not trained here)."""
         backend, recipe = self.backend, self.recipe
         if recipe.teacher.path is not None:
             backend.set_trainable(self.model, False)

@@ -34,16 +34,17 @@ def export(model: nnx.Module, format: str, path: Path, example: np.ndarray, quan
 
     try:
         with quiet():
-            (_onnx if format == "onnx" else _tensorflow)(forward, format, path, example, type(model).__name__, quantize)
-    except KdistillError:
-        raise
+            if format == "onnx":
+                _onnx(forward, path, example, type(model).__name__)
+            else:
+                _tensorflow(forward, format, path, example, quantize)
     except Exception as error:
         tool = "jax2onnx" if format == "onnx" else "jax2tf"
         raise KdistillError(f"--format {format}: {tool} cannot convert {type(model).__name__}: "
                             f"{str(error).splitlines()[0]}") from None
 
 
-def _onnx(forward, format: str, path: Path, example: np.ndarray, name: str, quantize: str | None) -> None:
+def _onnx(forward, path: Path, example: np.ndarray, name: str) -> None:
     from jax2onnx import to_onnx
 
     spec = jax.ShapeDtypeStruct(("batch", *example.shape[1:]), example.dtype)
@@ -51,7 +52,7 @@ def _onnx(forward, format: str, path: Path, example: np.ndarray, name: str, quan
             return_mode="file", output_path=str(path))
 
 
-def _tensorflow(forward, format: str, path: Path, example: np.ndarray, name: str, quantize: str | None) -> None:
+def _tensorflow(forward, format: str, path: Path, example: np.ndarray, quantize: str | None) -> None:
     import tensorflow as tf
     from jax.experimental import jax2tf
 

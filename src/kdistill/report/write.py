@@ -9,9 +9,9 @@ from pathlib import Path
 
 from kdistill.errors import writing
 from kdistill.recipe import Recipe
-from kdistill.report.metrics import HIGHER_IS_BETTER, PRIMARY
 from kdistill.report.embeddings import EMBEDDING_METRICS
 from kdistill.report.latency import sizes_cell, sizes_label
+from kdistill.report.metrics import HIGHER_IS_BETTER, PRIMARY
 from kdistill.report.results import ModelResult
 
 
@@ -46,7 +46,7 @@ def _shown(value, template: str) -> str:
 
 def _markdown(recipe: Recipe, report: dict) -> str:
     metric = PRIMARY[recipe.task]
-    scored = [metric, *(name for name in EMBEDDING_METRICS if any(name in model["metrics"] for model in report["models"]))]
+    scored = [metric, *(EMBEDDING_METRICS if recipe.compare.embedding is not None else ())]
     lines = [
         f"# kdistill report: {recipe.name}",
         "",
