@@ -55,6 +55,14 @@ def main() -> None:
         shown = [values(metric), *(values(name) for name in others)]
         cells = [f"{statistics.mean(v):.2f} ± {statistics.stdev(v) if len(v) > 1 else 0.0:.2f}" for v in shown]
         print(f"| {role} | {cells[0]} | {', '.join(f'{v:.2f}' for v in shown[0])} |" + "".join(f" {c} |" for c in cells[1:]))
+    for size in ("batch_1", "batch_32", "batch_256"):
+        ratios = []
+        for r in reports:
+            latency = {m["role"]: m["latency_ms"] for m in r["models"]}
+            if latency.get("teacher") and latency.get("distilled") and size in latency["teacher"]:
+                ratios.append(latency["distilled"][size] / latency["teacher"][size])
+        if ratios:
+            print(f"distilled ÷ teacher latency, {size.replace('_', ' ')}: per seed {', '.join(f'{v:.3f}' for v in ratios)}")
     deltas = [100 * r["verdict"]["delta"] for r in reports]
     print(f"\ndistilled − scratch: {statistics.mean(deltas):+.2f} points (mean), per seed {', '.join(f'{d:+.2f}' for d in deltas)}")
 
