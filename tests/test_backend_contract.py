@@ -20,6 +20,7 @@ from kdistill.pipeline import Pipeline
 from kdistill.recipe import load_recipe
 from kdistill.teacher import probe_rows
 from kdistill.training import CHECK_EVERY, checkpoint
+from kdistill.training.ahead import by_inputs
 from kdistill.training.loop import fit
 from kdistill.training.plan import epoch_plan
 
@@ -166,3 +167,54 @@ def test_embed_reads_the_named_layer_of_a_model(backend):
         embed(pipeline.student, x, "nope", 16, pipeline.device)
     with pytest.raises(Exception, match=r"compare\.embedding: no layer 'nope'"):  # refused before anything trains
         Pipeline(small(backend, "compare.embedding=nope"), pipeline.data)
+
+
+def teach_ahead_and_in_step(backend: str, tmp_path, kill_at_step: int | None = None, monkeypatch=None):
+    """The same student taught by the teacher inside the step and by the teacher run ahead in a
+    worker thread (checkpointing every chunk; with ``kill_at_step``, killed at the first
+    checkpoint from that step on in the second epoch, then resumed); their test outputs."""
+    recipe = small(backend, "train.batch_size=2", f"train.checkpoint_steps={CHECK_EVERY}")  # 30 steps an epoch
+    pipeline = Pipeline(recipe, load_task_data(recipe.data, recipe.task))
+    data, device, backend_ = pipeline.data, pipeline.device, pipeline.backend
+    assert epoch_plan(0, 0, len(data.train), None, 2).steps > CHECK_EVERY and data.transfer is not None
+    objective = pipeline.distiller.objective
+    with backend_.scope(device, recipe.train):
+        teacher = pipeline.teacher.model
+        backend_.set_trainable(teacher, False)
+        in_step_student = fresh_student(pipeline)
+        fit("distilled", backend_, backend_.distiller(in_step_student, objective, teacher, (), None, device, 0),
+            data, recipe.train, device)
+
+        def ahead(resume: bool = False):  # a fresh student each time, as a new process builds one
+            student = fresh_student(pipeline)
+            distiller = backend_.distiller(student, objective, None, (), None, device, 0)
+            fit("distilled", backend_, distiller, data, recipe.train, device, checkpoint_stem=tmp_path / "distilled",
+                resume=resume, teacher_outputs=by_inputs(backend_.frozen_forward(teacher, device), data),
+                teacher_ahead=True)
+            return student
+        if kill_at_step is not None:
+            save = checkpoint.save
+
+            def save_then_stop(stem, arrays, epoch, history, within=None):
+                save(stem, arrays, epoch, history, within)
+                if within is not None and epoch == 0 and within.step >= kill_at_step:
+                    raise KeyboardInterrupt  # killed mid-epoch, with the teacher's next chunks in flight
+            monkeypatch.setattr(checkpoint, "save", save_then_stop)
+            with pytest.raises(KeyboardInterrupt):
+                ahead()
+            monkeypatch.setattr(checkpoint, "save", save)
+            assert checkpoint.within(tmp_path / "distilled") is not None
+        ahead_student = ahead(resume=kill_at_step is not None)
+    return outputs(pipeline, in_step_student, data.test.x), outputs(pipeline, ahead_student, data.test.x)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_teacher_run_ahead_teaches_the_same_student_bit_for_bit(backend, tmp_path):
+    in_step, ahead = teach_ahead_and_in_step(backend, tmp_path)
+    np.testing.assert_array_equal(ahead, in_step)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_run_killed_with_the_teacher_ahead_resumes_to_the_same_student(backend, tmp_path, monkeypatch):
+    in_step, resumed = teach_ahead_and_in_step(backend, tmp_path, kill_at_step=CHECK_EVERY, monkeypatch=monkeypatch)
+    np.testing.assert_array_equal(resumed, in_step)

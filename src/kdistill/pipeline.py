@@ -22,6 +22,7 @@ from kdistill.report.results import ModelResult, Trained, results_for
 from kdistill.store import StoreReader
 from kdistill.store.for_run import check_store_given
 from kdistill.teacher import Teacher, check_outputs, probe_rows
+from kdistill.training.ahead import ChunkTeacher, by_ids, by_inputs, decide
 from kdistill.training.loop import fit
 
 
@@ -46,13 +47,17 @@ class Pipeline:
             self._check_embedding(probe)
             self.scratch = backend.clone(self.student, self.student_spec, data, probe, self.device)
             objective = Objective(recipe.task, recipe.weights, {name: recipe.loss_settings(name) for name in recipe.losses})
-            in_step = None if self.teacher is None or self.foreign else self.teacher.model
+            feature_losses = sorted({pair.loss for pair in recipe.features if pair.loss in recipe.weights})
+            self.ahead = decide(recipe.train.teacher_ahead, self.teacher is not None, feature_losses,
+                                any(word in str(self.device).lower() for word in ("cuda", "gpu")))
+            in_step = None if self.teacher is None or self.foreign or self.ahead.ahead else self.teacher.model
             self.distiller = backend.distiller(self.student, objective, in_step, recipe.features, probe, self.device,
                                                recipe.train.seed)
 
     def environment(self) -> dict:
-        """Versions and device for the report."""
-        return self.backend.environment(self.device, self.recipe.train)
+        """Versions and device for the report, and whether the teacher ran ahead of the student."""
+        ahead = {} if self.teacher is None else {"teacher_ahead": self.ahead.reason}  # none for a store
+        return {**self.backend.environment(self.device, self.recipe.train), **ahead}
 
     def execute(self, out: Path, resume: bool, store: StoreReader | None = None) -> list[ModelResult]:
         """Train teacher (unless given), distilled student and scratch twin; measure them. An
@@ -68,11 +73,9 @@ class Pipeline:
             if self.teacher is not None:
                 measured["teacher"] = (self.teacher.model, *self.teacher.prepare(out, checkpoints, resume))
             augment = recipe.data.augment
-            teacher_outputs = store.fetch if store is not None else \
-                self.teacher.outputs(self.data, augment, recipe.train.eval_batch_size) if self.foreign else None
             history = fit("distilled", backend, self.distiller, self.data, recipe.train, device,
-                          checkpoint_stem=checkpoints / "distilled", resume=resume, teacher_outputs=teacher_outputs,
-                          augment=augment, stored_views=None if store is None else store.manifest.views, run_dir=out)
+                          checkpoint_stem=checkpoints / "distilled", resume=resume,
+                          teacher_outputs=self._teacher_outputs(store), teacher_ahead=self.ahead.ahead, augment=augment, stored_views=None if store is None else store.manifest.views, run_dir=out)
             saved = backend.save(self.student, self.student_spec, out / "student") if main else None
             measured["distilled"] = (self.student, saved, history)
             if recipe.compare.scratch:
@@ -83,6 +86,19 @@ class Pipeline:
                 saved = backend.save(self.scratch, self.student_spec, checkpoints / "scratch") if main else None
                 measured["scratch"] = (self.scratch, saved, history)
             return self._measure(measured, store) if main else []
+
+    def _teacher_outputs(self, store: StoreReader | None) -> ChunkTeacher | None:
+        """What the loop asks for a chunk's teacher outputs: the store, a teacher of another
+        framework, or (run ahead) this framework's trained teacher; None: it runs in the step."""
+        augmented = self.recipe.data.augment is not None
+        if store is not None:
+            return by_ids(store.fetch, augmented)
+        if self.foreign:
+            return by_ids(self.teacher.outputs(self.data, self.recipe.data.augment, self.recipe.train.eval_batch_size),
+                          augmented)
+        if self.ahead.ahead:
+            return by_inputs(self.backend.frozen_forward(self.teacher.model, self.device), self.data)
+        return None
 
     def _measure(self, measured: dict[str, tuple[Any, Path | None, object]],
                  store: StoreReader | None) -> list[ModelResult]:

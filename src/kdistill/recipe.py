@@ -283,12 +283,24 @@ class TrainConfig(StrictModel):
     without prefetch."""
     prefetch: int = Field(2, ge=1)
     """Chunks of steps read ahead of the one training (memory holds at most this many + 1)."""
+    teacher_ahead: Literal["auto", "on", "off"] = "auto"
+    """Online KD: run the frozen teacher on the next chunks of planned steps in a worker thread
+    while the student trains on the current one, so an epoch costs about the slower of the two
+    rather than their sum, with the same student bit for bit (:mod:`kdistill.training.ahead`).
+    ``auto``: when a teacher model runs (not a store), no feature loss is on, and a GPU or more
+    than one CPU core is there; ``on`` refuses feature losses by name; ``off``: the teacher runs
+    inside the student's step."""
     checkpoint_steps: int | None = Field(None, ge=1)
     """Also checkpoint within an epoch, at the first chunk boundary after every this many steps,
     so ``--resume`` continues mid-epoch (default: after every epoch only)."""
     log: list[Literal["tensorboard", "mlflow"]] = []
     """Training events besides the progress bar: per-epoch loss terms, validation metric and epoch
     time to TensorBoard event files (``OUT/logs/tensorboard/ROLE``) and/or MLflow (``OUT/logs/mlruns``)."""
+
+    @field_validator("teacher_ahead", mode="before")
+    @classmethod
+    def _on_off(cls, value: Any) -> Any:
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value  # YAML reads on/off as booleans
 
     @field_validator("log", mode="before")
     @classmethod

@@ -233,6 +233,12 @@ class JaxBackend(Backend):
             jitted_forward(graphdef, state, batches[size]).block_until_ready()
         return forward
 
+    def frozen_forward(self, model: nnx.Module, device: jax.Device) -> Callable[[np.ndarray], np.ndarray]:
+        """One jitted eval-mode forward per batch shape, where the model's arrays are (one device,
+        or replicated over a data-parallel mesh): the host batch goes in uncommitted."""
+        graphdef, state = nnx.split(eval_view(model))
+        return lambda x: np.asarray(jitted_forward(graphdef, state, x), np.float32)
+
     def set_trainable(self, model: nnx.Module, trainable: bool) -> None:
         """Nothing to switch: a teacher runs through ``eval_view`` under ``stop_gradient``."""
 

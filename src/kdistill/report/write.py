@@ -77,6 +77,8 @@ def _markdown(recipe: Recipe, report: dict) -> str:
         )
         lines.append(f"| {model['role']} | " + " | ".join(cells) + " |")
     lines += ["", "Metrics on the test split at T = 1; latency is the median of repeated eval-mode forward passes."]
+    if report["environment"].get("teacher_ahead"):
+        lines += [f"Teacher run ahead of the student (`train.teacher_ahead`): {report['environment']['teacher_ahead']}."]
     if len(scored) > 1:
         lines += [f"probe_accuracy and knn_accuracy: a linear probe and {recipe.compare.neighbours}-nearest-neighbour "
                   f"accuracy on the `{recipe.compare.embedding}` embeddings, fitted on the labeled training split; "

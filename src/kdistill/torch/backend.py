@@ -233,6 +233,23 @@ class TorchBackend(Backend):
                 torch.cuda.synchronize()
         return forward
 
+    def frozen_forward(self, model: nn.Module, device: torch.device) -> Callable[[np.ndarray], np.ndarray]:
+        """Eval mode under ``inference_mode``; on a GPU the forward runs on a CUDA stream of its
+        own (beside the student's step on the default stream) and is synchronized before the
+        outputs are handed over."""
+        model.eval()
+        stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+
+        @torch.inference_mode()
+        def forward(x: np.ndarray) -> np.ndarray:
+            with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
+                outputs = model(torch.from_numpy(np.ascontiguousarray(x)).to(device)).float().cpu()
+            return outputs.numpy()
+        return forward
+
+    def share_cores(self, threads: int) -> None:
+        torch.set_num_threads(threads)  # OpenMP keeps it per thread: the training thread keeps its own
+
     def set_trainable(self, model: nn.Module, trainable: bool) -> None:
         model.requires_grad_(trainable).train(trainable)
 

@@ -3,7 +3,8 @@
 Per epoch: the seeded plan (:mod:`kdistill.training.plan`) gives every step's rows; steps go to
 the backend's :class:`~kdistill.backends.contract.StepRunner` a chunk of ``CHECK_EVERY`` at a
 time, with the teacher's outputs for the whole chunk read in one call (a soft-target store's
-``fetch``, or a teacher of another framework run on those samples and views) and, with
+``fetch``, a teacher of another framework run on those samples and views, or a teacher run on
+the chunk's inputs in a worker thread ahead of the student: :mod:`kdistill.training.ahead`) and, with
 ``data.augment``, each sample's view of the epoch drawn on the host. A chunk's losses are read
 once the next chunk is running (the device rarely waits) and checked to be finite: a divergence
 names its epoch and exact step and keeps the last good checkpoint. After every epoch: the
@@ -38,9 +39,10 @@ from kdistill.ranks import is_main_process
 from kdistill.recipe import AugmentConfig, TrainConfig
 from kdistill.report.metrics import PRIMARY, task_metrics
 from kdistill.training import CHECK_EVERY, History, checkpoint
+from kdistill.training.ahead import ChunkTeacher, by_ids, usable_cores, with_outputs
 from kdistill.training.plan import Step, epoch_plan, steps_per_epoch
 
-TeacherOutputs = Callable[[np.ndarray, np.ndarray | None], Any]  # (sample ids, view ids or None) -> logits
+Fetch = Callable[[np.ndarray, np.ndarray | None], Any]  # (sample ids, view ids or None) -> teacher outputs
 
 
 def check_finite(role: str, epoch: int, first_step: int, rows: np.ndarray, names: list[str],
@@ -105,16 +107,18 @@ def _checkpoint_due(every: int | None, epoch: int, steps: int, first: int, done:
 
 
 def fit(role: str, backend: Backend, distiller: Any, data: TaskData, config: TrainConfig, device: Any, *,
-        checkpoint_stem: Path | None = None, resume: bool = False, teacher_outputs: TeacherOutputs | None = None,
-        augment: AugmentConfig | None = None, stored_views: int | None = None,
+        checkpoint_stem: Path | None = None, resume: bool = False, teacher_outputs: ChunkTeacher | Fetch | None = None,
+        teacher_ahead: bool = False, augment: AugmentConfig | None = None, stored_views: int | None = None,
         run_dir: Path | None = None, epoch_end: Callable[[int, float], None] | None = None) -> History:
     """Train ``distiller``'s student (and adapters) for ``config.epochs``; returns the history and
     leaves the trained weights in the student.
 
     Each step takes ``batch_size`` labeled samples and, when the data has a transfer set and the
     objective distills, ``batch_size`` unlabeled ones for the distillation terms (a teacher or
-    scratch twin, trained on labels alone, never sees them). ``teacher_outputs`` maps a chunk's
-    sample ids and view ids to the teacher's outputs when no teacher model runs in the step.
+    scratch twin, trained on labels alone, never sees them). ``teacher_outputs`` gives a chunk's
+    teacher outputs when no teacher model runs in the step: a :class:`~.ahead.ChunkTeacher`, or
+    a store's ``fetch(sample ids, view ids or None)``; with ``teacher_ahead``, a worker thread
+    computes them for the next chunks while the student trains (:mod:`.ahead`).
     With ``augment``, every sample is replaced by its view of the epoch: a fresh one online, one
     of the store's ``stored_views`` offline (:mod:`kdistill.data.augment`). ``checkpoint_stem``:
     where the state is saved after every epoch and every ``config.checkpoint_steps`` steps (and
@@ -140,7 +144,9 @@ def fit(role: str, backend: Backend, distiller: Any, data: TaskData, config: Tra
         from kdistill.training.events import Events
 
         events = Events(run_dir, role, config.log)
-    needs_ids = teacher_outputs is not None or augment is not None
+    if teacher_outputs is not None and not isinstance(teacher_outputs, ChunkTeacher):
+        teacher_outputs = by_ids(teacher_outputs, augment is not None)
+    needs_ids = augment is not None or (teacher_outputs is not None and teacher_outputs.needs_ids)
     read = step_reader(data, augment) if needs_reader(data, augment) else None
     try:
         with runner.session(), epoch_progress(role, config.epochs, steps, enabled=config.progress and main) as progress:
@@ -155,12 +161,11 @@ def fit(role: str, backend: Backend, distiller: Any, data: TaskData, config: Tra
                 kept = checkpoint.files(checkpoint_stem)[0] if checkpoint_stem is not None and \
                     checkpoint.exists(checkpoint_stem) else None
                 losses = _EpochLosses(role, epoch, runner, kept, progress, done)
-                with contextlib.closing(_chunks(planned, 0 if done is None else done.step, read, config)) as chunks:
-                    for first, chunk in chunks:  # closed early (an error): the readers stop
-                        outputs = None
-                        if teacher_outputs is not None:  # one read (or one call) for the whole chunk
-                            outputs = teacher_outputs(np.concatenate([step.ids for step in chunk]),
-                                                      None if augment is None else np.concatenate([s.views for s in chunk]))
+                chunks = with_outputs(_chunks(planned, 0 if done is None else done.step, read, config),
+                                      teacher_outputs, teacher_ahead,
+                                      lambda: backend.share_cores(max(1, usable_cores() // 2)))
+                with contextlib.closing(chunks):
+                    for first, chunk, outputs in chunks:  # closed early (an error): the teacher and readers stop
                         losses.add(first, runner.run(chunk, outputs))
                         losses.check(keep_last=1)  # the previous chunk: done by now, while this one runs
                         if checkpoint_stem is not None and main and \
