@@ -9,6 +9,12 @@ instance, so LogitsDistillation skips its softmax branch and applies the KL dive
 tempered logits themselves (clipped to [1e-7, 1]) without T². ``loss=keras.losses.KLDivergence()``
 takes the softmax-and-T² branch: Hinton's KD.
 
+kdistill's Distiller runs twice through Keras's own ``fit`` (teacher in the step, or its outputs
+given as a store gives them) and once through kdistill's one training loop (``Backend.fit``, what
+``kdistill run`` trains with) with ``train.teacher_ahead``: the teacher runs on the next chunks of
+steps in a worker thread while the student trains. That loop drives the round: after each of its
+epochs (``epoch_end``) every other run trains one epoch.
+
     python benchmarks/keras_kd.py                       # Fashion-MNIST, all 54,000 training images
     python benchmarks/keras_kd.py --limit 3000 --epochs 2  # a quick look
 """
@@ -24,12 +30,14 @@ from keras.distillation import Distiller as KerasDistiller
 from keras.distillation import LogitsDistillation
 
 from kdistill.data import load_task_data
+from kdistill.keras.backend import BACKEND
 from kdistill.keras.distiller import Distiller
 from kdistill.keras.losses import KD
 from kdistill.keras.zoo import mlp
 from kdistill.losses import reference
-from kdistill.recipe import load_recipe
+from kdistill.recipe import TrainConfig, load_recipe
 from kdistill.report.metrics import task_metrics
+from kdistill.training.ahead import by_inputs
 
 CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -101,11 +109,22 @@ def main() -> None:
         "no distillation (task loss only, the scratch twin)": (*scratch(), x),
     }
     seconds: dict[str, list[float]] = {name: [] for name in runs}
-    for epoch in range(args.epochs):
+
+    def one_epoch_of_each(epoch: int, _validation: float) -> None:
         for name, (distiller, _, inputs) in runs.items():
-            keras.utils.set_random_seed(100 + epoch)  # the same shuffled batches for every run
+            keras.utils.set_random_seed(100 + epoch)  # the same shuffled batches for every Keras fit
             distiller.fit(inputs, y, batch_size=128, initial_epoch=epoch, epochs=epoch + 1, verbose=0,
                           callbacks=[EpochTimer(seconds[name])])
+
+    ahead_name = "kdistill one loop (`kdistill run`), teacher ahead"
+    ahead_student = student()
+    config = TrainConfig(epochs=args.epochs, batch_size=128, optimizer="adam", lr=2e-3, schedule="constant",
+                         progress=False, device="cpu")
+    history = BACKEND.fit("distilled", Distiller(ahead_student, {"task": 0.5, "kd": 0.5}, {"kd": {"temperature": T}},
+                                                 offline=True), data, config,
+                          teacher_outputs=by_inputs(BACKEND.frozen_forward(teacher, "cpu"), data), teacher_ahead=True,
+                          epoch_end=one_epoch_of_each)
+    runs[ahead_name], seconds[ahead_name] = (None, ahead_student, x), history.epoch_seconds
 
     # what the default loss computes, on one batch of real logits, against Hinton's KD
     s, t = runs["keras.distillation, default loss='kl_divergence'"][1].predict(x[:256], verbose=0), teacher_logits[:256]
