@@ -1,8 +1,8 @@
 """The deployed students: a recipe run per backend with ``output.export`` (ONNX, and LiteRT for
 Keras) and ``output.quantize: [int8, float16]``, then, from each run's report, the exported
 student's agreement with the framework on the test split and the deploy table: size on disk,
-test accuracy, and latency in the runtime at batch 1 and 256 as a ratio to the framework's own
-forward of the same model (measured side by side in the run), plus teacher ÷ student latency in
+test accuracy, and latency in the runtime at batch 1 and 256 in ms and as a ratio to the framework's
+own forward of the same model (measured side by side in the run), plus teacher ÷ student latency in
 the runtime beside the same ratio in the framework (does the deployment keep the speed-up?).
 
     python benchmarks/export_deploy.py                                   # digits default, torch
@@ -22,21 +22,22 @@ from kdistill.recipe import load_recipe
 from kdistill.run import run
 
 
-def _ratio(numerator: float, denominator: float) -> str:
-    return f"{numerator / denominator:.3g}"
+def _latency(runtime_ms: float, framework_ms: float) -> str:
+    """A runtime latency in ms, with its ratio to the framework's forward of the same model."""
+    return f"{runtime_ms:.3g} ({runtime_ms / framework_ms:.2g}×)"
 
 
 def table(report: dict) -> list[str]:
-    """The deploy rows as markdown: runtime latency ÷ framework latency of the same model."""
+    """The deploy rows as markdown: latency in the runtime (ms), and ÷ the framework's of the same model."""
     deploy = report["deploy"]
-    lines = [f"| model | format | precision | size (KiB) | test accuracy | runtime ÷ framework b=1, 1 thread | "
+    lines = [f"| model | format | precision | size (KiB) | test accuracy | runtime ms (÷ framework) b=1, 1 thread | "
              f"b=256, 1 thread | b=1, {deploy['threads_all']} threads | b=256, {deploy['threads_all']} threads |",
              "|---|---|---|---|---|---|---|---|---|"]
     for row in deploy["rows"]:
         latency, framework = row["latency_ms"], row["framework_latency_ms"]
         cells = [row["role"], row["format"], row["precision"], f"{row['size_bytes'] / 1024:.1f}",
                  f"{row['verification']['metrics']['accuracy']:.4f}"]
-        cells += ["—"] * 4 if latency is None else [_ratio(latency[threads][f"batch_{size}"], framework[f"batch_{size}"])
+        cells += ["—"] * 4 if latency is None else [_latency(latency[threads][f"batch_{size}"], framework[f"batch_{size}"])
                                                      for threads in ("threads_1", "threads_all") for size in (1, 256)]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
