@@ -26,20 +26,12 @@ FAST = ["data.limit=300", "train.epochs=1", "teacher.train.epochs=1", "train.pro
     ("auto", False, [], True, False, "read from a store"),
     ("auto", True, ["hint"], True, False, "feature losses hint need the teacher inside the step"),
     ("auto", True, [], True, True, "a GPU"),
+    ("auto", True, [], False, False, "on a CPU the teacher in the step already has every core"),
     ("on", True, [], False, True, "train.teacher_ahead: on"),
 ])
 def test_the_decision_and_its_reason(mode, teacher_model, features, gpu, ahead, says):
     decision = decide(mode, teacher_model, features, gpu)
     assert decision.ahead is ahead and says in decision.reason
-
-
-def test_auto_on_the_cpu_counts_the_cores(monkeypatch):
-    from kdistill.training import ahead
-
-    monkeypatch.setattr(ahead, "usable_cores", lambda: 1)
-    assert not decide("auto", True, [], False).ahead
-    monkeypatch.setattr(ahead, "usable_cores", lambda: 4)
-    assert decide("auto", True, [], False).reason == "on (auto: 4 CPU cores to share between the teacher and the student)"
 
 
 def test_on_with_a_feature_loss_is_refused_by_name():

@@ -287,9 +287,10 @@ class TrainConfig(StrictModel):
     """Online KD: run the frozen teacher on the next chunks of planned steps in a worker thread
     while the student trains on the current one, so an epoch costs about the slower of the two
     rather than their sum, with the same student bit for bit (:mod:`kdistill.training.ahead`).
-    ``auto``: when a teacher model runs (not a store), no feature loss is on, and a GPU or more
-    than one CPU core is there; ``on`` refuses feature losses by name; ``off``: the teacher runs
-    inside the student's step."""
+    ``auto``: on a GPU, when a teacher model runs (not a store) and no feature loss is on (on a
+    CPU the teacher in the step already has every core; ahead measured no faster on 2 cores);
+    ``on``: also on a CPU, and refuses feature losses by name; ``off``: the teacher runs inside
+    the student's step."""
     checkpoint_steps: int | None = Field(None, ge=1)
     """Also checkpoint within an epoch, at the first chunk boundary after every this many steps,
     so ``--resume`` continues mid-epoch (default: after every epoch only)."""

@@ -138,11 +138,6 @@ class Backend(ABC):
         (:mod:`kdistill.training.ahead`). It runs in a worker thread, beside the training step."""
         return lambda x: self.predict_array(model, x, len(x), device).astype(np.float32)
 
-    def share_cores(self, threads: int) -> None:
-        """Called in a worker thread before it runs a model: the ops it launches use ``threads``
-        intra-op threads where the framework keeps that setting per thread (PyTorch); elsewhere
-        the threads share the framework's one pool and nothing is set."""
-
     @abstractmethod
     def timed_forward(self, model: Any, x: np.ndarray, device: Any) -> Callable[[int], None]:
         """An inference forward on the first ``size`` rows of ``x`` (repeated if too few) that

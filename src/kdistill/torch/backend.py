@@ -247,9 +247,6 @@ class TorchBackend(Backend):
             return outputs.numpy()
         return forward
 
-    def share_cores(self, threads: int) -> None:
-        torch.set_num_threads(threads)  # OpenMP keeps it per thread: the training thread keeps its own
-
     def set_trainable(self, model: nn.Module, trainable: bool) -> None:
         model.requires_grad_(trainable).train(trainable)
 

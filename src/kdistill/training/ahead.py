@@ -8,22 +8,23 @@ teacher would have seen.
 
 A teacher's forward for the next steps depends on nothing the student does, so with
 ``train.teacher_ahead`` a worker thread computes the outputs of the next chunks while the
-student trains on the current one (:func:`with_outputs`): an epoch then costs about the slower
-of the two, not their sum. Memory holds the outputs of at most ``AHEAD_CHUNKS`` chunks besides
+student trains on the current one (:func:`with_outputs`): where the device has room to overlap
+them, an epoch costs the slower of the two rather than their sum. Memory holds the outputs of at most ``AHEAD_CHUNKS`` chunks besides
 the one training. The student is the same, bit for bit, as with the teacher inside the step: the
 same forward runs on the same batch, only earlier and in another thread. The frameworks' ops
 release the GIL, so the two threads share the cores; on a GPU the teacher's work goes to a
 stream of its own (the PyTorch backend's :meth:`frozen_forward`).
 
-``auto`` (:func:`decide`) runs the teacher ahead when there is a teacher model to run (not a
-store), no feature loss needs its activations inside the student's step, and either a GPU or
-more than one CPU core is there to overlap on.
+``auto`` (:func:`decide`) runs the teacher ahead on a GPU, when there is a teacher model to run
+(not a store) and no feature loss needs its activations inside the student's step. On a CPU it
+keeps the teacher in the step: there the teacher's forward already takes every core in turn, and
+running it beside the student measured no faster on 2 cores, on any backend (BENCHMARKS.md, "The
+teacher run ahead of the student"); ``on`` runs it ahead anyway.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -72,11 +73,11 @@ def by_inputs(forward: Callable[[np.ndarray], Any], data: TaskData,
     return ChunkTeacher(outputs, needs_ids=False)
 
 
-def with_outputs(chunks: Iterator[tuple[int, list[Step]]], teacher: ChunkTeacher | None, ahead: bool,
-                 thread_setup: Callable[[], None] = lambda: None) -> Iterator[tuple[int, list[Step], Any]]:
+def with_outputs(chunks: Iterator[tuple[int, list[Step]]], teacher: ChunkTeacher | None,
+                 ahead: bool) -> Iterator[tuple[int, list[Step], Any]]:
     """``(first step, steps, teacher outputs)`` for every chunk, in order. In line (``ahead``
-    False) the outputs are computed when their chunk is due; ahead, a worker thread (set up by
-    ``thread_setup``) computes them up to ``AHEAD_CHUNKS`` chunks early. An error in the teacher
+    False) the outputs are computed when their chunk is due; ahead, a worker thread computes
+    them up to ``AHEAD_CHUNKS`` chunks early. An error in the teacher
     surfaces at its chunk; closing this generator stops the worker and closes ``chunks``."""
     with contextlib.closing(chunks):
         if teacher is None or not ahead:
@@ -84,7 +85,7 @@ def with_outputs(chunks: Iterator[tuple[int, list[Step]]], teacher: ChunkTeacher
                 yield first, steps, None if teacher is None else teacher.outputs(steps)
             return
         pending: deque[tuple[int, list[Step], Future]] = deque()
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kdistill-teacher", initializer=thread_setup) as worker:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kdistill-teacher") as worker:
             try:
                 for first, steps in chunks:
                     pending.append((first, steps, worker.submit(teacher.outputs, steps)))
@@ -110,10 +111,6 @@ class Decision:
     reason: str
 
 
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def decide(mode: str, teacher_model: bool, feature_losses: Sequence[str], gpu: bool) -> Decision:
     """``train.teacher_ahead`` (auto | on | off) for a run: ``teacher_model`` — a teacher is run
     (not read from a store); ``feature_losses`` — the feature losses on, which need the teacher's
@@ -130,10 +127,6 @@ def decide(mode: str, teacher_model: bool, feature_losses: Sequence[str], gpu: b
         return Decision(False, f"off (feature losses {', '.join(feature_losses)} need the teacher inside the step)")
     if mode == "on":
         return Decision(True, "on (train.teacher_ahead: on)")
-    cores = usable_cores()
     if gpu:
         return Decision(True, "on (auto: a GPU, the teacher on a stream of its own)")
-    if cores > 1:
-        return Decision(True, f"on (auto: {cores} CPU cores to share between the teacher and the student)")
-    return Decision(False, "off (auto: one CPU core, nothing to overlap on)")
-
+    return Decision(False, "off (auto: on a CPU the teacher in the step already has every core)")

@@ -39,7 +39,7 @@ from kdistill.ranks import is_main_process
 from kdistill.recipe import AugmentConfig, TrainConfig
 from kdistill.report.metrics import PRIMARY, task_metrics
 from kdistill.training import CHECK_EVERY, History, checkpoint
-from kdistill.training.ahead import ChunkTeacher, by_ids, usable_cores, with_outputs
+from kdistill.training.ahead import ChunkTeacher, by_ids, with_outputs
 from kdistill.training.plan import Step, epoch_plan, steps_per_epoch
 
 Fetch = Callable[[np.ndarray, np.ndarray | None], Any]  # (sample ids, view ids or None) -> teacher outputs
@@ -162,8 +162,7 @@ def fit(role: str, backend: Backend, distiller: Any, data: TaskData, config: Tra
                     checkpoint.exists(checkpoint_stem) else None
                 losses = _EpochLosses(role, epoch, runner, kept, progress, done)
                 chunks = with_outputs(_chunks(planned, 0 if done is None else done.step, read, config),
-                                      teacher_outputs, teacher_ahead,
-                                      lambda: backend.share_cores(max(1, usable_cores() // 2)))
+                                      teacher_outputs, teacher_ahead)
                 with contextlib.closing(chunks):
                     for first, chunk, outputs in chunks:  # closed early (an error): the teacher and readers stop
                         losses.add(first, runner.run(chunk, outputs))
