@@ -1,5 +1,5 @@
-"""The deployed students: a recipe run per backend with ``output.export`` (ONNX, and LiteRT for
-Keras) and ``output.quantize: [int8, float16]``, then, from each run's report, the exported
+"""The deployed students: a recipe run per backend with ``output.export`` (ONNX, and LiteRT where
+the backend exports it: Keras, JAX) and ``output.quantize: [int8, float16]``, then, from each run's report, the exported
 student's agreement with the framework on the test split and the deploy table: size on disk,
 test accuracy, and latency in the runtime at batch 1 and 256 in ms and as a ratio to the framework's
 own forward of the same model (measured side by side in the run), plus teacher ÷ student latency in
@@ -18,6 +18,7 @@ import json
 import tempfile
 from pathlib import Path
 
+from kdistill import backends
 from kdistill.recipe import load_recipe
 from kdistill.run import run
 
@@ -73,7 +74,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(args.out or scratch)
         for backend in args.backends:
-            formats = "[onnx, tflite]" if backend == "keras" else "[onnx]"
+            formats = "[onnx, tflite]" if backends.supports(backend, backends.EXPORT_TFLITE) else "[onnx]"
             recipe = load_recipe(args.recipe, [f"backend={backend}", "train.progress=false", f"output.export={formats}",
                                                "output.quantize=[int8, float16]", *args.overrides])
             if args.print_only:

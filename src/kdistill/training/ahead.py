@@ -61,14 +61,13 @@ def by_ids(fetch: Callable[[np.ndarray, np.ndarray | None], Any], augmented: boo
     return ChunkTeacher(outputs, needs_ids=True)
 
 
-def by_inputs(forward: Callable[[np.ndarray], Any], data: TaskData,
-              concatenate: Callable[[list[Any]], Any] = np.concatenate) -> ChunkTeacher:
+def by_inputs(forward: Callable[[np.ndarray], np.ndarray], data: TaskData) -> ChunkTeacher:
     """A frozen teacher run on each step's inputs (read ahead on the host when the split streams
     or is augmented, else gathered from memory): ``forward`` is the backend's
-    :meth:`~kdistill.backends.contract.Backend.frozen_forward`, ``concatenate`` joins its results."""
+    :meth:`~kdistill.backends.contract.Backend.frozen_forward`."""
 
-    def outputs(steps: Sequence[Step]) -> Any:
-        return concatenate([forward(step.inputs(data) if step.x is None else step.x) for step in steps])
+    def outputs(steps: Sequence[Step]) -> np.ndarray:
+        return np.concatenate([forward(step.inputs(data) if step.x is None else step.x) for step in steps])
 
     return ChunkTeacher(outputs, needs_ids=False)
 
@@ -77,8 +76,8 @@ def with_outputs(chunks: Iterator[tuple[int, list[Step]]], teacher: ChunkTeacher
                  ahead: bool) -> Iterator[tuple[int, list[Step], Any]]:
     """``(first step, steps, teacher outputs)`` for every chunk, in order. In line (``ahead``
     False) the outputs are computed when their chunk is due; ahead, a worker thread computes
-    them up to ``AHEAD_CHUNKS`` chunks early. An error in the teacher
-    surfaces at its chunk; closing this generator stops the worker and closes ``chunks``."""
+    them up to ``AHEAD_CHUNKS`` chunks early. An error in the teacher surfaces at its chunk;
+    closing this generator stops the worker and closes ``chunks``."""
     with contextlib.closing(chunks):
         if teacher is None or not ahead:
             for first, steps in chunks:
