@@ -47,9 +47,9 @@ class Pipeline:
             self._check_embedding(probe)
             self.scratch = backend.clone(self.student, self.student_spec, data, probe, self.device)
             objective = Objective(recipe.task, recipe.weights, {name: recipe.loss_settings(name) for name in recipe.losses})
-            feature_losses = sorted({pair.loss for pair in recipe.features if pair.loss in recipe.weights})
+            feature_losses = sorted({pair.loss for pair in recipe.features if pair.loss in objective.weights})
             self.ahead = decide(recipe.train.teacher_ahead, self.teacher is not None, feature_losses,
-                                any(word in str(self.device).lower() for word in ("cuda", "gpu")))
+                                "cpu" not in str(self.device).lower())  # an accelerator of any kind
             in_step = None if self.teacher is None or self.foreign or self.ahead.ahead else self.teacher.model
             self.distiller = backend.distiller(self.student, objective, in_step, recipe.features, probe, self.device,
                                                recipe.train.seed)
@@ -75,7 +75,8 @@ class Pipeline:
             augment = recipe.data.augment
             history = fit("distilled", backend, self.distiller, self.data, recipe.train, device,
                           checkpoint_stem=checkpoints / "distilled", resume=resume,
-                          teacher_outputs=self._teacher_outputs(store), teacher_ahead=self.ahead.ahead, augment=augment, stored_views=None if store is None else store.manifest.views, run_dir=out)
+                          teacher_outputs=self._teacher_outputs(store), teacher_ahead=self.ahead.ahead, augment=augment,
+                          stored_views=None if store is None else store.manifest.views, run_dir=out)
             saved = backend.save(self.student, self.student_spec, out / "student") if main else None
             measured["distilled"] = (self.student, saved, history)
             if recipe.compare.scratch:

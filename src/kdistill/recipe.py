@@ -282,7 +282,8 @@ class TrainConfig(StrictModel):
     8) with Grain installed (``kdistill[stream]``), else 0; 0 reads in the training thread,
     without prefetch."""
     prefetch: int = Field(2, ge=1)
-    """Chunks of steps read ahead of the one training (memory holds at most this many + 1)."""
+    """Chunks of steps read ahead of the one training (memory holds at most this many + 1, and
+    with the teacher run ahead up to ``AHEAD_CHUNKS`` + 1 more whose teacher outputs are due)."""
     teacher_ahead: Literal["auto", "on", "off"] = "auto"
     """Online KD: run the frozen teacher on the next chunks of planned steps in a worker thread
     while the student trains on the current one, so an epoch costs about the slower of the two

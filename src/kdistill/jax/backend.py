@@ -234,10 +234,15 @@ class JaxBackend(Backend):
         return forward
 
     def frozen_forward(self, model: nnx.Module, device: jax.Device) -> Callable[[np.ndarray], np.ndarray]:
-        """One jitted eval-mode forward per batch shape, where the model's arrays are (one device,
-        or replicated over a data-parallel mesh): the host batch goes in uncommitted."""
+        """One jitted eval-mode forward per batch shape on ``device`` (set in the calling thread:
+        JAX's default device is per thread); the host batch goes in uncommitted, so arrays
+        replicated over a data-parallel mesh stay where they are."""
         graphdef, state = nnx.split(eval_view(model))
-        return lambda x: np.asarray(jitted_forward(graphdef, state, x), np.float32)
+
+        def forward(x: np.ndarray) -> np.ndarray:
+            with jax.default_device(device):
+                return np.asarray(jitted_forward(graphdef, state, x), np.float32)
+        return forward
 
     def set_trainable(self, model: nnx.Module, trainable: bool) -> None:
         """Nothing to switch: a teacher runs through ``eval_view`` under ``stop_gradient``."""

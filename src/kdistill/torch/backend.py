@@ -238,7 +238,10 @@ class TorchBackend(Backend):
         own (beside the student's step on the default stream) and is synchronized before the
         outputs are handed over."""
         model.eval()
-        stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        stream = None
+        if device.type == "cuda":
+            stream = torch.cuda.Stream(device)
+            stream.wait_stream(torch.cuda.current_stream(device))  # the teacher's weights are in place
 
         @torch.inference_mode()
         def forward(x: np.ndarray) -> np.ndarray:

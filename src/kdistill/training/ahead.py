@@ -11,7 +11,7 @@ A teacher's forward for the next steps depends on nothing the student does, so w
 student trains on the current one (:func:`with_outputs`): where the device has room to overlap
 them, an epoch costs the slower of the two rather than their sum. Memory holds the outputs of at most ``AHEAD_CHUNKS`` chunks besides
 the one training. The student is the same, bit for bit, as with the teacher inside the step: the
-same forward runs on the same batch, only earlier and in another thread. The frameworks' ops
+same forward runs on the same batch, only earlier and in another thread (tested on the CPU). The frameworks' ops
 release the GIL, so the two threads share the cores; on a GPU the teacher's work goes to a
 stream of its own (the PyTorch backend's :meth:`frozen_forward`).
 
@@ -77,7 +77,8 @@ def with_outputs(chunks: Iterator[tuple[int, list[Step]]], teacher: ChunkTeacher
     """``(first step, steps, teacher outputs)`` for every chunk, in order. In line (``ahead``
     False) the outputs are computed when their chunk is due; ahead, a worker thread computes
     them up to ``AHEAD_CHUNKS`` chunks early. An error in the teacher surfaces at its chunk;
-    closing this generator stops the worker and closes ``chunks``."""
+    closing this generator cancels the queued chunks, waits for the one running and closes
+    ``chunks``."""
     with contextlib.closing(chunks):
         if teacher is None or not ahead:
             for first, steps in chunks:
@@ -113,7 +114,7 @@ class Decision:
 def decide(mode: str, teacher_model: bool, feature_losses: Sequence[str], gpu: bool) -> Decision:
     """``train.teacher_ahead`` (auto | on | off) for a run: ``teacher_model`` — a teacher is run
     (not read from a store); ``feature_losses`` — the feature losses on, which need the teacher's
-    activations inside the student's step; ``gpu`` — the student trains on a GPU."""
+    activations inside the student's step; ``gpu`` — the student trains on an accelerator."""
     if mode == "off":
         return Decision(False, "off (train.teacher_ahead: off)")
     if not teacher_model:
@@ -127,5 +128,5 @@ def decide(mode: str, teacher_model: bool, feature_losses: Sequence[str], gpu: b
     if mode == "on":
         return Decision(True, "on (train.teacher_ahead: on)")
     if gpu:
-        return Decision(True, "on (auto: a GPU, the teacher on a stream of its own)")
+        return Decision(True, "on (auto: an accelerator)")
     return Decision(False, "off (auto: on a CPU the teacher in the step already has every core)")
