@@ -172,3 +172,16 @@ def test_a_recipe_without_a_distillation_loss_is_a_named_error(tmp_path, kdistil
                             *sets("losses={}", "weights={task: 1.0}"))
     assert code == 2 and "losses: recipe 'digits_mlp' has no distillation loss" in err, err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("distilled, says", [
+    ([0.880, 0.881, 0.879], "Distillation helped: the best distilled student beats"),
+    ([0.8762, 0.8760, 0.8764], "Distillation did not clearly help: the best distilled student leads"),
+    ([0.870, 0.871, 0.869], "Distillation did not help: no setting found in 20 trials"),
+])
+def test_a_lead_within_the_seeds_spread_is_not_called_help(distilled, says):
+    from kdistill.sweep.report import verdict
+
+    result = verdict("accuracy", {"distilled": distilled, "scratch": [0.8737, 0.8791, 0.8749]}, 20)
+    assert result["text"].startswith(says)
+    assert result["beyond_spread"] is says.startswith("Distillation helped")

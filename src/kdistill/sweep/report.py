@@ -28,7 +28,8 @@ def _spread(values: list[float]) -> float:
 
 def verdict(metric: str, test: dict[str, list[float]], trials: int) -> dict[str, Any]:
     """Did the best distilled student beat the equally tuned scratch twin on test (mean over seeds)? A
-    lead no larger than the seeds' spread (the larger standard deviation) is said to be within it."""
+    lead no larger than the seeds' spread (the larger standard deviation) is not called help:
+    ``helped`` is a lead of any size, ``beyond_spread`` one past the spread."""
     distilled, scratch = (statistics.mean(test[role]) for role in ROLES)
     delta = distilled - scratch if HIGHER_IS_BETTER[metric] else scratch - distilled
     means = (f"mean of {len(test['distilled'])} seeds: distilled {distilled:.4f} ± {_spread(test['distilled']):.4f}, "
@@ -38,9 +39,9 @@ def verdict(metric: str, test: dict[str, list[float]], trials: int) -> dict[str,
         text = (f"Distillation helped: the best distilled student beats the equally tuned scratch twin by "
                 f"{abs(distilled - scratch):.4f} test {metric} ({means}; {trials} trials each).")
     elif delta > 0:
-        text = (f"Distillation helped a little: the best distilled student beats the equally tuned scratch twin by "
-                f"{abs(distilled - scratch):.4f} test {metric}, within the spread of the seeds ({means}; "
-                f"{trials} trials each).")
+        text = (f"Distillation did not clearly help: the best distilled student leads the equally tuned scratch twin "
+                f"by {abs(distilled - scratch):.4f} test {metric}, within the spread of the seeds ({means}; "
+                f"{trials} trials each): no setting found beats it beyond that noise.")
     else:
         text = (f"Distillation did not help: no setting found in {trials} trials beat the equally tuned scratch twin "
                 f"on test {metric} ({means}). Train the student alone, or widen the search.")
