@@ -1,5 +1,5 @@
-"""Latency measured side by side: every model takes its turn within each repeat, so machine
-noise hits them alike."""
+"""Latency measured side by side: every model takes its turn within each repeat, in reverse order
+on alternate repeats, so machine noise and what ran just before hit them alike."""
 
 from __future__ import annotations
 
@@ -25,14 +25,16 @@ def measure_latencies(forwards: dict[str, Callable[[int], object]], batch_sizes:
                       repeats: int) -> dict[str, dict[str, float]]:
     """Median milliseconds of ``forwards[role](batch_size)`` per role and batch size, after three
     warm-up rounds. Each forward must return only once its result is ready (a backend blocks on
-    asynchronous devices inside it)."""
+    asynchronous devices inside it). Alternate repeats run the roles and sizes in reverse order:
+    a forward timed right after a heavy one (whose threads and caches it inherits) is not always
+    the same forward."""
     timings: dict[str, dict[int, list[float]]] = {role: {size: [] for size in batch_sizes} for role in forwards}
+    turns = [(role, size) for role in forwards for size in batch_sizes]
     for repeat in range(repeats + WARMUP_ROUNDS):
-        for role, forward in forwards.items():
-            for size in batch_sizes:
-                started = time.perf_counter()
-                forward(size)
-                if repeat >= WARMUP_ROUNDS:
-                    timings[role][size].append((time.perf_counter() - started) * 1000)
+        for role, size in (turns if repeat % 2 == 0 else turns[::-1]):
+            started = time.perf_counter()
+            forwards[role](size)
+            if repeat >= WARMUP_ROUNDS:
+                timings[role][size].append((time.perf_counter() - started) * 1000)
     return {role: {f"batch_{size}": statistics.median(values) for size, values in by_size.items()}
             for role, by_size in timings.items()}
