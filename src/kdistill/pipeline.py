@@ -22,8 +22,8 @@ from kdistill.report.results import ModelResult, Trained, results_for
 from kdistill.store import StoreReader
 from kdistill.store.for_run import check_store_given
 from kdistill.teacher import Teacher, check_outputs, probe_rows
-from kdistill.training.ahead import ChunkTeacher, by_ids, by_inputs, decide
-from kdistill.training.loop import fit
+from kdistill.training.ahead import ChunkTeacher, by_inputs, decide
+from kdistill.training.loop import Fetch, fit
 
 
 class Pipeline:
@@ -88,15 +88,14 @@ class Pipeline:
                 measured["scratch"] = (self.scratch, saved, history)
             return self._measure(measured, store) if main else []
 
-    def _teacher_outputs(self, store: StoreReader | None) -> ChunkTeacher | None:
-        """What the loop asks for a chunk's teacher outputs: the store, a teacher of another
-        framework, or (run ahead) this framework's trained teacher; None: it runs in the step."""
-        augmented = self.recipe.data.augment is not None
+    def _teacher_outputs(self, store: StoreReader | None) -> ChunkTeacher | Fetch | None:
+        """What the loop asks for a chunk's teacher outputs: the store's or a teacher of another
+        framework's outputs by sample id, or (run ahead) this framework's trained teacher on the
+        chunk's inputs; None: the teacher runs in the step."""
         if store is not None:
-            return by_ids(store.fetch, augmented)
+            return store.fetch
         if self.foreign:
-            return by_ids(self.teacher.outputs(self.data, self.recipe.data.augment, self.recipe.train.eval_batch_size),
-                          augmented)
+            return self.teacher.outputs(self.data, self.recipe.data.augment, self.recipe.train.eval_batch_size)
         if self.ahead.ahead:
             return by_inputs(self.backend.frozen_forward(self.teacher.model, self.device), self.data)
         return None

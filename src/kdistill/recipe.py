@@ -286,8 +286,9 @@ class TrainConfig(StrictModel):
     with the teacher run ahead up to ``AHEAD_CHUNKS`` + 1 more whose teacher outputs are due)."""
     teacher_ahead: Literal["auto", "on", "off"] = "auto"
     """Online KD: run the frozen teacher on the next chunks of planned steps in a worker thread
-    while the student trains on the current one, so an epoch costs about the slower of the two
-    rather than their sum, with the same student bit for bit (:mod:`kdistill.training.ahead`).
+    while the student trains on the current one, so that where the device has room to overlap
+    them an epoch costs the slower of the two rather than their sum, with the same student bit
+    for bit (:mod:`kdistill.training.ahead`).
     ``auto``: on a GPU, when a teacher model runs (not a store) and no feature loss is on (on a
     CPU the teacher in the step already has every core; ahead measured no faster on 2 cores);
     ``on``: also on a CPU, and refuses feature losses by name; ``off``: the teacher runs inside
