@@ -60,6 +60,7 @@ def main() -> None:
     hidden = torch.randn(batch, 64)
     weight = torch.randn(64, classes, requires_grad=True)  # the student's head: backward runs as in a step
     teacher, labels = torch.from_numpy(stored[:batch]), torch.randint(0, classes, (batch,))
+    soft_targets = losses.SoftTargets.of(teacher, temperature)  # made once per chunk in a step
 
     def step_loss(loss) -> None:
         student = hidden @ weight
@@ -93,6 +94,8 @@ def main() -> None:
             lambda s: sum(w * v for w, v in ((0.1, task(s)), (0.9, losses.kd(s, teacher, temperature))))),
         "1.0 · CE summed from 0 (the plain objective), forward + backward": lambda i: step_loss(
             lambda s: sum(w * v for w, v in ((1.0, task(s)),))),
+        "0.1 · CE + 0.9 · kd as the fused node (what the offline step runs), forward + backward": lambda i: step_loss(
+            lambda s: losses.task_and_kd(s, soft_targets, labels, 0.1, 0.9, temperature)[0]),
     }
     medians = interleaved(parts, args.rounds, args.repeats)
     per_step = {name: value / CHECK_EVERY if "per step" in name else value for name, value in medians.items()}

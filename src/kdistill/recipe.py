@@ -293,6 +293,12 @@ class TrainConfig(StrictModel):
     CPU the teacher in the step already has every core; ahead measured no faster on 2 cores);
     ``on``: also on a CPU, and refuses feature losses by name; ``off``: the teacher runs inside
     the student's step."""
+    compile: bool = False
+    """PyTorch: run the training step (the distiller's forward, hence its backward) through
+    ``torch.compile``, which fuses the loss's small ops into a few kernels, after a one-off
+    compile (seconds, and a C++ compiler on a CPU). On a 64-unit MLP on 2 CPU cores it measured
+    no faster than the eager step (BENCHMARKS.md, "Offline KD from a soft-target store"). Keras
+    (``tf.function``) and JAX (``jax.jit``) steps are always compiled: there it changes nothing."""
     checkpoint_steps: int | None = Field(None, ge=1)
     """Also checkpoint within an epoch, at the first chunk boundary after every this many steps,
     so ``--resume`` continues mid-epoch (default: after every epoch only)."""

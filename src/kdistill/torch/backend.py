@@ -87,6 +87,7 @@ class TorchRunner(StepRunner):
         if self.ranks is not None:
             distributed.check_last_batch(len(data.train), config.batch_size, self.ranks.world_size)
         self.model = distiller if self.ranks is None else DistributedDataParallel(distiller)
+        self.step = torch.compile(self.model) if config.compile else self.model
         torch.manual_seed(config.seed * 1_000_003)  # dropout; from here on its state is checkpointed
 
     def local(self, step: Step) -> Step:
@@ -113,7 +114,7 @@ class TorchRunner(StepRunner):
         recorded = []
         for step, teacher_out in zip(steps, per_step):
             y = self.y_train[torch.from_numpy(step.rows).to(self.device)]
-            total, parts = self.model(self._inputs(step), y, teacher_out, step.share)
+            total, parts = self.step(self._inputs(step), y, teacher_out, step.share)
             self.optimizer.zero_grad(set_to_none=True)
             total.backward()
             self.optimizer.step()

@@ -131,6 +131,12 @@ def task_and_kd(student_logits: Tensor, teacher: SoftTargets, labels: Tensor, ta
     check_same_shape("kd", "student_logits", student_logits, "teacher_logits", teacher.probs, ("batch", "classes"))
     check_labels("task", "outputs", student_logits[:len(labels)], "targets", labels)
     check_temperature("kd", temperature)
+    if torch.compiler.is_compiling():  # traced: plain ops, which the compiler fuses (the node above breaks its graph)
+        labeled, rows = len(labels), len(student_logits)
+        task = F.cross_entropy(student_logits if labeled == rows else student_logits[:labeled], labels)
+        log_q = F.log_softmax(student_logits / temperature, dim=-1)
+        kd = (teacher.probs * (teacher.log_probs - log_q)).sum() * (temperature * temperature / rows)
+        return task_weight * task + kd_weight * kd, task.detach(), kd.detach()
     return _TaskAndKd.apply(student_logits, teacher.probs, teacher.log_probs, labels, task_weight, kd_weight,
                             temperature)
 
