@@ -95,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.verb == "sweep":
             return sweep_command.main(recipe, args)
+        if recipe.self_training is not None and (args.verb != "run" or getattr(args, "nproc", None) is not None):
+            raise KdistillError(f"self_training: rounds run with kdistill run (one process), not kdistill {args.verb}"
+                                + (" --nproc" if args.verb == "run" else "")
+                                + "; drop self_training from the recipe for this verb")
         if args.verb == "cache":  # caching runs the teacher, in its own framework
             recipe = recipe.in_teacher_framework()
         if getattr(args, "nproc", None) is not None:
@@ -103,14 +107,21 @@ def main(argv: list[str] | None = None) -> int:
             return _cache(recipe, args)
         if args.verb == "compare":
             return _compare(recipe, args)
-        from kdistill.run import run
+        if recipe.self_training is not None:
+            from kdistill.self_training import SUMMARY, run_rounds
 
-        directory, report = run(recipe, args.out, args.resume, args.overwrite)
+            directory, report = run_rounds(recipe, args.out or recipe.output.dir, args.resume, args.overwrite)
+            written = f"{SUMMARY}.md"
+        else:
+            from kdistill.run import run
+
+            directory, report = run(recipe, args.out, args.resume, args.overwrite)
+            written = "report.md"
     except KdistillError as error:
         print(f"kdistill: error: {error}", file=sys.stderr)
         return 2
     if report:  # only rank 0 of a data-parallel job has one
-        print(f"{report['verdict']['text']}\nreport: {directory / 'report.md'}")
+        print(f"{report['verdict']['text']}\nreport: {directory / written}")
     return 0
 
 

@@ -68,6 +68,15 @@ class AugmentConfig(StrictModel):
     shift: int = Field(0, ge=0, le=16)
     flip: bool = False
     seed: int = Field(0, ge=0, lt=2**63)
+    teacher_sees: Literal["view", "clean"] = "view"
+    """``view``: the teacher's outputs belong to the student's augmented view (online, or a store's
+    cached views). ``clean``: a store cached without views gives the teacher's outputs on the
+    unaugmented sample while the student trains on its noised view (Noisy Student's rule, Xie et
+    al. 2020); needs ``teacher.store`` (or ``self_training``, whose rounds cache one)."""
+
+    def views(self) -> dict[str, Any]:
+        """What draws the views (a store's manifest records it with the views it cached)."""
+        return self.model_dump(exclude={"teacher_sees"})
 
     @model_validator(mode="after")
     def _does_something(self) -> AugmentConfig:
@@ -343,6 +352,26 @@ class OutputConfig(StrictModel):
     """Post-training quantizations written beside each float32 export that takes them."""
 
 
+class SelfTrainingConfig(StrictModel):
+    """Noisy Student self-training (Xie et al. 2020): the recipe's teacher, trained on the labeled
+    samples, labels the transfer set (``data.transfer``, the unlabeled samples) once per round
+    through a soft-target store; the student learns the labeled and pseudo-labeled samples under
+    the recipe's noise (``data.augment`` with ``teacher_sees: clean``, the student's dropout) and
+    becomes the next round's teacher. ``pseudo_labels``: ``soft`` (the recipe's ``kd`` loss on the
+    teacher's probabilities) or ``hard`` (the ``hard`` loss on its argmax). ``threshold``: a
+    transfer sample whose teacher confidence (top softmax probability) is below it is left out of
+    that round. The student may be larger than the teacher."""
+
+    rounds: int = Field(3, ge=1, le=20)
+    pseudo_labels: Literal["soft", "hard"] = "soft"
+    threshold: float = Field(0.0, ge=0, lt=1)
+
+    @property
+    def loss(self) -> str:
+        """The catalogue loss that reads the pseudo labels."""
+        return "kd" if self.pseudo_labels == "soft" else "hard"
+
+
 class Recipe(StrictModel):
     """A whole distillation run. Total loss = Σ weights[name] · loss[name]; ``task`` is the
     supervised loss on true labels (CE / BCE / MSE / ListNet by task)."""
@@ -359,6 +388,7 @@ class Recipe(StrictModel):
     train: TrainConfig = TrainConfig()
     compare: CompareConfig = CompareConfig()
     output: OutputConfig = OutputConfig()
+    self_training: SelfTrainingConfig | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -435,10 +465,37 @@ class Recipe(StrictModel):
         for index, pair in enumerate(self.features):
             if pair.loss not in self.losses:
                 raise ValueError(f"features.{index}.loss: {pair.loss!r} is not in losses; add it with a weight")
+        if self.data.augment is not None and self.data.augment.teacher_sees == "clean" and \
+                self.teacher.store is None and self.self_training is None:
+            raise ValueError("data.augment.teacher_sees: clean needs the teacher's outputs on the clean samples "
+                             "from a store cached without views (teacher.store) or self_training's rounds; an "
+                             "online teacher sees the student's view")
+        if self.self_training is not None:
+            self._check_self_training(self.self_training)
         if self.compare.embedding is not None and self.task != "classification":
             raise ValueError(f"compare.embedding: embeddings are scored by class accuracy (linear probe, nearest "
                              f"neighbours); task {self.task!r} is not classification")
         return self
+
+    def _check_self_training(self, config: SelfTrainingConfig) -> None:
+        """Rounds label the transfer set with a classifier teacher of the student's framework, read
+        through the store their pseudo labels go to."""
+        if self.task != "classification":
+            raise ValueError(f"self_training: pseudo labels are class labels; task {self.task!r} is not classification")
+        if self.data.transfer is None:
+            raise ValueError("self_training: the rounds pseudo-label the unlabeled samples of data.transfer; give "
+                             "data.transfer (e.g. {fraction: 0.9} keeps 10 % of the training labels)")
+        if self.teacher.store is not None or self.foreign_teacher or self.teacher.online:
+            raise ValueError("self_training: the round-0 teacher is a model of the student's framework (teacher.model "
+                             "or teacher.path), which every round replaces by its student; not teacher.store or "
+                             "teacher.backend")
+        if self.features:
+            raise ValueError("self_training: rounds teach through stored outputs; feature losses need the teacher model")
+        expected = {"task", config.loss}
+        if set(self.weights) != expected or set(self.losses) != {config.loss}:
+            raise ValueError(f"self_training.pseudo_labels: {config.pseudo_labels} labels are read by the "
+                             f"{config.loss!r} loss: give losses {{{config.loss}: ...}} and weights for task and "
+                             f"{config.loss} (got losses {sorted(self.losses)}, weights {sorted(self.weights)})")
 
     @property
     def verdict_metric(self) -> str:

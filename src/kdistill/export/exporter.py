@@ -98,11 +98,16 @@ def _model_file(directory: Path, recipe: Recipe, role: Role) -> Path:
     """The model file the run saved for ``role`` (``teacher.path`` for a loaded teacher)."""
     if role.name == "teacher" and recipe.teacher.path is not None:
         return Path(recipe.teacher.path)
-    stem = directory / role.stem
+    return saved_file(directory / role.stem, f"RUN_DIR: the {role.name} model")
+
+
+def saved_file(stem: Path, what: str) -> Path:
+    """The one model file a backend saved at ``stem`` (``stem.safetensors``, ``stem.keras``, an
+    Orbax ``stem.orbax`` folder...); ``what`` names it in the error when there is none or several."""
     found = sorted(path for path in stem.parent.glob(f"{stem.name}.*")
                    if path.name == stem.name + path.suffix and path.suffix not in (".json", ".tmp"))
     if len(found) != 1:
-        raise KdistillError(f"RUN_DIR: the {role.name} model {stem}.* is {'missing' if not found else 'ambiguous'} "
+        raise KdistillError(f"{what} {stem}.* is {'missing' if not found else 'ambiguous'} "
                             f"({', '.join(path.name for path in found) or 'no file'})")
     return found[0]
 

@@ -67,7 +67,7 @@ def store_settings(recipe: Recipe, data: TaskData, backend: str, spec: dict[str,
     (checked first with :func:`check_cacheable`)."""
     path = Path(recipe.teacher.path)
     return {"num_classes": data.output_dim, "dataset_fingerprint": data.fingerprint(), "dtype": dtype, "k": k,
-            "views": views, "augment": None if views is None else recipe.data.augment.model_dump(),
+            "views": views, "augment": None if views is None else recipe.data.augment.views(),
             "shard_size": shard_size, **sample_keys(data),
             "teacher": {"backend": backend, "path": str(path),
                         "sha256": file_sha256(path) if path.is_file() else None, "spec": spec,

@@ -16,14 +16,15 @@ def open_store_for(recipe: Recipe, data: TaskData) -> StoreReader:
     """Open ``teacher.store`` and check it fits this run: same data (for a keyed source, the files
     added, removed or changed since caching are named), every training, transfer and
     test id present, the student's class count, dense logits for losses that read raw values, and
-    for an augmenting run, views cached with the same augmentation."""
-    store = StoreReader(recipe.teacher.store)
+    for an augmenting run, views cached with the same augmentation (unless the teacher sees the
+    clean samples: ``data.augment.teacher_sees``)."""
+    store, augment = StoreReader(recipe.teacher.store), recipe.data.augment
     needed = [split.ids for split in (data.train, data.transfer, data.test) if split is not None]
     keyed = sample_keys(data)
     store.check(ids=np.concatenate(needed), num_classes=data.output_dim, dataset_fingerprint=data.fingerprint(),
                 samples=None if keyed["keys"] is None else (keyed["keys"], keyed["digests"]),
                 needs_dense=any(CATALOGUE[name].dense for name in recipe.losses),
-                augment=None if recipe.data.augment is None else recipe.data.augment.model_dump())
+                augment=None if augment is None or augment.teacher_sees == "clean" else augment.views())
     return store
 
 

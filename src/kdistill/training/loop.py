@@ -145,7 +145,7 @@ def fit(role: str, backend: Backend, distiller: Any, data: TaskData, config: Tra
 
         events = Events(run_dir, role, config.log)
     if teacher_outputs is not None and not isinstance(teacher_outputs, ChunkTeacher):
-        teacher_outputs = by_ids(teacher_outputs, augment is not None)
+        teacher_outputs = by_ids(teacher_outputs, augment is not None and augment.teacher_sees == "view")
     needs_ids = augment is not None or (teacher_outputs is not None and teacher_outputs.needs_ids)
     read = step_reader(data, augment) if needs_reader(data, augment) else None
     try:

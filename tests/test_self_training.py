@@ -1,0 +1,108 @@
+"""Self-training rounds (Noisy Student): the round-0 teacher learns the labels, each round caches
+its teacher once and trains a noised student from the clean outputs, and that student teaches the
+next round — on every backend, through the one pipeline."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import write_recipe
+from test_backend_contract import BACKENDS
+from test_bad_input import assert_refused
+from kdistill.recipe import recipe_from_dict
+from kdistill.store import StoreReader
+
+
+def _raw(image_arrays, backend: str = "torch", **self_training) -> dict:
+    return {
+        "backend": backend,
+        "data": {"dataset": "arrays", "path": str(image_arrays), "transfer": {"fraction": 0.5},
+                 "augment": {"shift": 1}},
+        "teacher": {"model": "mlp", "kwargs": {"hidden": [16]}, "train": {"epochs": 2}},
+        "student": {"model": "mlp", "kwargs": {"hidden": [16], "dropout": 0.2}},
+        "losses": {"kd": {"temperature": 1}},
+        "weights": {"task": 0.5, "kd": 0.5},
+        "train": {"epochs": 2, "batch_size": 16, "progress": False, "device": "cpu"},
+        "compare": {"latency_repeats": 3},
+        "self_training": {"rounds": 2, **self_training},
+    }
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_each_rounds_student_teaches_the_next_round_from_clean_outputs(backend, image_arrays, tmp_path, kdistill):
+    out = tmp_path / "rounds"
+    code, stdout, err = kdistill("run", write_recipe(tmp_path / "r.yaml", _raw(image_arrays, backend)), "--out", out)
+    assert code == 0, err
+    assert "Self-training: the round-2 student" in stdout and "self-training.md" in stdout
+    summary = json.loads((out / "self-training.json").read_text())
+    assert [row["round"] for row in summary["rounds"]] == [0, 1, 2]
+    reports = {index: json.loads((out / f"round-{index}" / "report.json").read_text()) for index in (1, 2)}
+    roles = {index: {model["role"]: model["metrics"]["accuracy"] for model in report["models"]}
+             for index, report in reports.items()}
+    assert set(roles[1]) == {"teacher", "distilled", "scratch"} and set(roles[2]) == {"teacher", "distilled"}
+    assert roles[2]["teacher"] == roles[1]["distilled"]  # round 1's student, scored again as round 2's teacher
+    assert [row["student"] for row in summary["rounds"]] == [roles[1]["teacher"], roles[1]["distilled"],
+                                                              roles[2]["distilled"]]
+    for index in (1, 2):
+        manifest = StoreReader(out / "stores" / f"round-{index}").manifest
+        assert manifest.views is None  # the teacher labelled the clean samples, once...
+        teacher_file = manifest.teacher["path"]
+        assert (f"round-{index - 1}/teacher." if index == 1 else f"round-{index - 1}/student.") in teacher_file
+    recipe = json.loads(json.dumps(reports[1]["environment"]))  # ...while the student trained on views
+    assert (out / "round-1" / "recipe.yaml").read_text().count("teacher_sees: clean") == 1, recipe
+    assert (out / "rounds.png").stat().st_size > 0 and not (out / "INCOMPLETE").exists()
+
+
+def test_a_threshold_keeps_the_confident_transfer_samples_and_resume_keeps_finished_rounds(image_arrays, tmp_path,
+                                                                                          kdistill):
+    out, recipe = tmp_path / "rounds", write_recipe(tmp_path / "r.yaml", _raw(image_arrays, threshold=0.4))
+    assert kdistill("run", recipe, "--out", out)[0] == 0
+    summary = json.loads((out / "self-training.json").read_text())
+    store = StoreReader(out / "stores" / "round-1")
+    transfer = recipe_from_dict(_raw(image_arrays))  # the same data: its transfer ids
+    from kdistill.data import load_task_data
+
+    ids = load_task_data(transfer.data, transfer.task).transfer.ids
+    logits = store.fetch(ids).astype(np.float64)
+    probabilities = np.exp(logits - logits.max(1, keepdims=True))
+    expected = int((probabilities.max(1) / probabilities.sum(1) >= 0.4).sum())
+    assert 0 < summary["rounds"][1]["transfer_kept"] == expected <= len(ids)
+    assert json.loads((out / "round-1" / "report.json").read_text())["data"]["transfer"] == expected
+
+    finished = (out / "round-1" / "report.json").stat().st_mtime_ns
+    (out / "self-training.json").unlink()
+    (out / "INCOMPLETE").write_text("interrupted\n")
+    assert_refused(kdistill("run", recipe, "--out", out), out, "interrupted self-training run", "--resume")
+    assert kdistill("run", recipe, "--out", out, "--resume")[0] == 0
+    assert (out / "round-1" / "report.json").stat().st_mtime_ns == finished
+    assert json.loads((out / "self-training.json").read_text())["rounds"] == summary["rounds"]
+
+
+@pytest.mark.parametrize("change, needles", [
+    ({"data": {"dataset": "digits"}}, ("self_training", "data.transfer")),
+    ({"self_training": {"pseudo_labels": "hard"}}, ("self_training.pseudo_labels", "'hard' loss")),
+    ({"teacher": {"store": "somewhere"}}, ("self_training", "round-0 teacher")),
+    ({"task": "regression", "losses": {"mse": {}}, "weights": {"task": 1, "mse": 1}}, ("self_training",)),
+])
+def test_a_recipe_the_rounds_cannot_run_is_refused_by_field(change, needles, image_arrays, tmp_path, kdistill):
+    raw = {**_raw(image_arrays), **change}
+    out = tmp_path / "out"
+    assert_refused(kdistill("run", write_recipe(tmp_path / "r.yaml", raw), "--out", out), out, *needles)
+
+
+def test_clean_teacher_views_need_a_store_and_rounds_refuse_other_verbs(image_arrays, tmp_path, kdistill):
+    raw = {key: value for key, value in _raw(image_arrays).items() if key != "self_training"}
+    raw["data"] = {**raw["data"], "augment": {"shift": 1, "teacher_sees": "clean"}}
+    out = tmp_path / "out"
+    assert_refused(kdistill("run", write_recipe(tmp_path / "clean.yaml", raw), "--out", out), out,
+                   "data.augment.teacher_sees", "teacher.store")
+    rounds = write_recipe(tmp_path / "rounds.yaml", _raw(image_arrays))
+    assert_refused(kdistill("compare", rounds, "--out", out), out, "self_training", "kdistill compare")
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    code, _, err = kdistill("run", rounds, "--out", out)
+    assert code == 2 and "'notes.txt', which a self-training run does not write" in err
+    assert [entry.name for entry in out.iterdir()] == ["notes.txt"] and (out / "notes.txt").read_text() == "mine"
