@@ -19,13 +19,18 @@ from kdistill.recipe import load_recipe
 from kdistill.run import run
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def seeds_parser(description: str) -> argparse.ArgumentParser:
+    """The arguments of a benchmark over seeds: RECIPE --seeds ... --out DIR --set FIELD=VALUE..."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("recipe")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", required=True)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = seeds_parser(__doc__.splitlines()[0]).parse_args()
     out = Path(args.out)
     teacher = None
     reports = []

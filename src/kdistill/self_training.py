@@ -36,7 +36,7 @@ from kdistill.errors import KdistillError, writing
 from kdistill.export.exporter import saved_file
 from kdistill.recipe import Recipe
 from kdistill.report.metrics import PRIMARY
-from kdistill.report.write import atomic_write
+from kdistill.report.write import atomic_write, line_plot
 from kdistill.store import StoreReader
 from kdistill.store.cache import cache_teacher
 from kdistill.store.for_run import open_store_for
@@ -210,21 +210,8 @@ def _cell(value: float | None) -> str:
 
 
 def _plot(summary: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
-
     rows = summary["rounds"]
-    figure, axes = pyplot.subplots(figsize=(6.4, 4.0))
-    axes.plot([row["round"] for row in rows], [row["student"] for row in rows], marker="o", label="round's model")
-    if rows[0]["scratch"] is not None:
-        axes.axhline(rows[0]["scratch"], linestyle="--", color="grey", label="scratch twin")
-    axes.set_xlabel("round (0: the teacher trained on labels)")
-    axes.set_ylabel(f"test {summary['metric']}")
-    axes.set_title(summary["recipe"])
-    axes.grid(alpha=0.3)
-    axes.legend()
-    figure.tight_layout()
-    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
-    pyplot.close(figure)
+    scratch = rows[0]["scratch"]
+    line_plot(path, summary["recipe"], "round (0: the teacher trained on labels)", f"test {summary['metric']}",
+              [("round's model", [row["round"] for row in rows], [row["student"] for row in rows])],
+              None if scratch is None else ("scratch twin", scratch))

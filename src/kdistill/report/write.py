@@ -47,6 +47,8 @@ def _shown(value, template: str) -> str:
 def _markdown(recipe: Recipe, report: dict) -> str:
     metric = PRIMARY[recipe.task]
     scored = [metric, *(EMBEDDING_METRICS if recipe.compare.embedding is not None else ())]
+    scored += [name for name in (f"class_head_{metric}", f"dist_head_{metric}")  # a two-head model's heads alone
+               if any(name in model["metrics"] for model in report["models"])]
     lines = [
         f"# kdistill report: {recipe.name}",
         "",
@@ -116,19 +118,28 @@ def _deploy_markdown(deploy: dict, metric: str) -> list[str]:
 
 
 def _plot(report: dict, path: Path) -> None:
+    series = [(model["role"], list(range(1, len(model["val_history"]) + 1)), model["val_history"])
+              for model in report["models"] if model["val_history"]]
+    line_plot(path, report["recipe"], "epoch", f"validation {report['verdict']['metric']}", series)
+
+
+def line_plot(path: Path, title: str, xlabel: str, ylabel: str, series: list[tuple[str, list, list]],
+              reference: tuple[str, float] | None = None) -> None:
+    """A PNG of ``series`` (label, x values, y values), with a dashed horizontal ``reference``
+    line (label, y) if given, written atomically to ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot
 
     figure, axes = pyplot.subplots(figsize=(6.4, 4.0))
-    for model in report["models"]:
-        if model["val_history"]:
-            epochs = range(1, len(model["val_history"]) + 1)
-            axes.plot(epochs, model["val_history"], marker="o", markersize=3, label=model["role"])
-    axes.set_xlabel("epoch")
-    axes.set_ylabel(f"validation {report['verdict']['metric']}")
-    axes.set_title(report["recipe"])
+    for label, xs, ys in series:
+        axes.plot(xs, ys, marker="o", markersize=3, label=label)
+    if reference is not None:
+        axes.axhline(reference[1], linestyle="--", color="grey", label=reference[0])
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
     axes.grid(alpha=0.3)
     axes.legend()
     figure.tight_layout()
