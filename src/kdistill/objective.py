@@ -46,8 +46,11 @@ class Objective:
     Terms of weight 0 are dropped."""
 
     def __init__(self, task: str, weights: Mapping[str, float],
-                 losses: Mapping[str, Mapping[str, float]] | None = None, has_teacher: bool = True):
+                 losses: Mapping[str, Mapping[str, float]] | None = None, has_teacher: bool = True, heads: int = 1):
+        """``heads``: 2 for a student with a distillation token (see :meth:`split`)."""
         losses = dict(losses or {})
+        if heads not in (1, 2):
+            raise KdistillError(f"a student has one head or two (class and distillation), not {heads}")
         if losses and not has_teacher:
             raise KdistillError(f"losses {', '.join(losses)} need a teacher; none was given "
                                 "(offline: its outputs come per batch)")
@@ -59,15 +62,34 @@ class Objective:
                 raise KdistillError(f"weights.{name}: no loss of that name in losses ({', '.join(losses) or 'none'})")
             if not weight >= 0:
                 raise KdistillError(f"weights.{name}: {weight} is negative (weights must be >= 0)")
-        self.task = task
+        self.task, self.heads = task, heads
         self.weights = {name: float(weight) for name, weight in weights.items() if weight > 0}
         self.terms = [Term(name, self.weights[name], dict(settings)) for name, settings in losses.items()
                       if name in self.weights]
 
     @classmethod
-    def task_only(cls, task: str) -> "Objective":
+    def task_only(cls, task: str, heads: int = 1) -> "Objective":
         """The supervised loss alone: a teacher's own training, the scratch twin."""
-        return cls(task, {"task": 1.0})
+        return cls(task, {"task": 1.0}, heads=heads)
+
+    def split(self, student_out: Any) -> tuple[list[Any], Any]:
+        """(the outputs the task loss reads, the output the distillation terms read) of a training
+        forward. A student with a distillation token (DeiT, Touvron et al. 2021) gives
+        ``[class head | distillation head]`` while it trains (and their mean in inference): the
+        task loss reads the class head and every distillation term the distillation head; trained
+        without a teacher (the scratch twin), the task loss reads both heads, averaged, so that
+        both learn the labels. A one-head student's output is read by both."""
+        if self.heads == 1:
+            return [student_out], student_out
+        classes = student_out.shape[-1] // 2
+        class_out, distill_out = student_out[..., :classes], student_out[..., classes:]
+        return ([class_out] if self.terms else [class_out, distill_out]), distill_out
+
+    @staticmethod
+    def task_part(task_loss: Callable[[Any], Any], task_outputs: list[Any]) -> Any:
+        """The task loss averaged over the heads it reads (:meth:`split`): ``task_loss(head)``."""
+        values = [task_loss(output) for output in task_outputs]
+        return values[0] if len(values) == 1 else sum(values) / len(values)
 
     @property
     def parts(self) -> list[str]:

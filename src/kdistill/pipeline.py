@@ -18,6 +18,7 @@ from kdistill.ranks import is_main_process
 from kdistill.recipe import Recipe
 from kdistill.report.embeddings import embedding_metrics
 from kdistill.report.latency import BATCH_SIZES
+from kdistill.report.metrics import task_metrics
 from kdistill.report.results import ModelResult, Trained, results_for
 from kdistill.store import StoreReader
 from kdistill.store.for_run import check_store_given
@@ -46,7 +47,8 @@ class Pipeline:
             check_outputs(backend, self.student, probe, data, "student", self.device)
             self._check_embedding(probe)
             self.scratch = backend.clone(self.student, self.student_spec, data, probe, self.device)
-            objective = Objective(recipe.task, recipe.weights, {name: recipe.loss_settings(name) for name in recipe.losses})
+            objective = Objective(recipe.task, recipe.weights, {name: recipe.loss_settings(name) for name in recipe.losses},
+                                  heads=recipe.student.heads)
             feature_losses = sorted({pair.loss for pair in recipe.features if pair.loss in objective.weights})
             self.ahead = decide(recipe.train.teacher_ahead, self.teacher is not None, feature_losses,
                                 "cpu" not in str(self.device).lower())  # an accelerator of any kind
@@ -80,8 +82,8 @@ class Pipeline:
             saved = backend.save(self.student, self.student_spec, out / "student") if main else None
             measured["distilled"] = (self.student, saved, history)
             if recipe.compare.scratch:
-                twin = backend.distiller(self.scratch, Objective.task_only(recipe.task), None, (), None, device,
-                                         recipe.train.seed)
+                alone = Objective.task_only(recipe.task, recipe.student.heads)
+                twin = backend.distiller(self.scratch, alone, None, (), None, device, recipe.train.seed)
                 history = fit("scratch", backend, twin, self.data, recipe.train, device,
                               checkpoint_stem=checkpoints / "scratch", resume=resume, augment=augment, run_dir=out)
                 saved = backend.save(self.scratch, self.student_spec, checkpoints / "scratch") if main else None
@@ -111,7 +113,8 @@ class Pipeline:
                                  backend.predict(model, x_test, batch_size, device, workers=workers),
                                  self.teacher.parameters if role == "teacher" else backend.count_parameters(model),
                                  weights_file, history,
-                                 {} if role == "teacher" and self.foreign else self._embedding_metrics(model))
+                                 {} if role == "teacher" and self.foreign else
+                                 self._embedding_metrics(model) | self._head_metrics(model, role))
                    for role, (model, weights_file, history) in measured.items()}
         return results_for(self.data, trained, store, self.recipe.compare.latency_repeats)
 
@@ -124,6 +127,19 @@ class Pipeline:
         models = [self.student, *([self.teacher.model] if self.teacher is not None and not self.foreign else [])]
         for model in models:
             self.backend.embed_array(model, probe, path, len(probe), self.device)
+
+    def _head_metrics(self, model: Any, role: str) -> dict[str, float]:
+        """A two-head model (a distillation token, DeiT) is scored by the mean of its heads, as it
+        predicts; each head alone too (``class_head_`` and ``dist_head_`` + the task's metric)."""
+        config = self.recipe.teacher if role == "teacher" else self.recipe.student
+        if config.heads == 1:
+            return {}
+        data, batch_size, workers = self.data, self.recipe.train.eval_batch_size, self.recipe.train.workers
+        scores = {}
+        for prefix, layer in (("class_head", "head"), ("dist_head", "dist_head")):
+            outputs = self.backend.embed(model, data.test.x, layer, batch_size, self.device, workers=workers)
+            scores |= {f"{prefix}_{name}": value for name, value in task_metrics(data.task, outputs, data.test.y).items()}
+        return scores
 
     def _embedding_metrics(self, model: Any) -> dict[str, float]:
         """Linear-probe and nearest-neighbour accuracy on ``compare.embedding`` (none when unset)."""

@@ -209,6 +209,12 @@ class ModelConfig(StrictModel):
             raise ValueError("give model (zoo name or 'pkg.module:factory') or path (a saved model)")
         return self
 
+    @property
+    def heads(self) -> int:
+        """2 for a zoo ``vit`` with ``distillation_token: true`` (a class and a distillation head,
+        DeiT: :meth:`kdistill.objective.Objective.split`), else 1."""
+        return 2 if self.model == "vit" and self.kwargs.get("distillation_token") else 1
+
 
 class TeacherTraining(StrictModel):
     """How to train the teacher when it is not loaded from ``path``; unset fields follow ``train``."""

@@ -63,8 +63,8 @@ class Teacher:
             return (backend.save(self.model, self.spec, out / "teacher") if is_main_process() else None), None
         backend.set_trainable(self.model, True)
         with backend.scope(self.device, self.training):
-            trainee = backend.distiller(self.model, Objective.task_only(recipe.task), None, (), None, self.device,
-                                        self.training.seed)
+            objective = Objective.task_only(recipe.task, recipe.teacher.heads)
+            trainee = backend.distiller(self.model, objective, None, (), None, self.device, self.training.seed)
             history = fit("teacher", backend, trainee, self.data, self.training, self.device,
                           checkpoint_stem=checkpoints / "teacher", resume=resume, augment=recipe.data.augment,
                           run_dir=out)

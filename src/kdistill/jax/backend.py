@@ -259,7 +259,7 @@ class JaxBackend(Backend):
         with jax.default_device(device):
             return Distiller(student, objective.task, objective.weights, objective.losses, teacher=teacher,
                              features=features, probe=None if probe is None else jnp.asarray(probe),
-                             offline=teacher is None, seed=seed)
+                             offline=teacher is None, seed=seed, heads=objective.heads)
 
     def runner(self, distiller: Distiller, data: TaskData, config: TrainConfig, total_steps: int, transfer: bool,
                device: jax.Device) -> JaxRunner:

@@ -107,8 +107,8 @@ class Distiller:
                  losses: Mapping[str, Mapping[str, float]] | None = None,
                  teacher: nnx.Module | Callable[[jax.Array], jax.Array] | None = None,
                  features: Sequence[FeaturePair] = (), probe: jax.Array | None = None, offline: bool = False,
-                 seed: int = 0):
-        self.objective = Objective(task, weights, losses, teacher is not None or offline)
+                 seed: int = 0, heads: int = 1):
+        self.objective = Objective(task, weights, losses, teacher is not None or offline, heads)
         self.task = task
         self.teacher = teacher  # a module is used through eval_view: it can train (as its own trainee) first
         self.features = [pair for pair in features if pair.loss in self.objective.weights]
@@ -150,8 +150,10 @@ class Distiller:
         student_out, student_features = forward_with_taps(trainee.student, x, self.student_taps)
         labeled = y.shape[0]
         parts: dict[str, jax.Array] = {}
+        task_outputs, student_out = self.objective.split(student_out)
         if "task" in self.objective.weights and labeled:
-            parts["task"] = task_loss(student_out if labeled == x.shape[0] else student_out[:labeled], y, self.task)
+            parts["task"] = Objective.task_part(
+                lambda out: task_loss(out if labeled == x.shape[0] else out[:labeled], y, self.task), task_outputs)
         teacher_features = {}
         if self.objective.terms and teacher_out is None:
             teacher_out, teacher_features = jax.lax.stop_gradient(forward_with_taps(teacher, x, self.teacher_taps))

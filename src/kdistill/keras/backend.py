@@ -212,7 +212,8 @@ class KerasBackend(Backend):
     def distiller(self, student: keras.Model, objective: Objective, teacher: keras.Model | None,
                   features: Sequence[FeaturePair], probe: np.ndarray | None, device: str, seed: int) -> Distiller:
         return Distiller(student, objective.weights, objective.losses, teacher=teacher, features=features,
-                         task=objective.task, offline=teacher is None, probe=probe)
+                         task=objective.task, offline=teacher is None, probe=probe,
+                         heads=objective.heads)
 
     def runner(self, distiller: Distiller, data: TaskData, config: TrainConfig, total_steps: int, transfer: bool,
                device: str) -> KerasRunner:

@@ -91,9 +91,9 @@ class Distiller(keras.Model):
     def __init__(self, student: keras.Model, weights: Mapping[str, float],
                  losses: Mapping[str, Mapping[str, float]] | None = None, *, teacher: keras.Model | None = None,
                  features: Sequence[FeaturePair] = (), task: str = "classification", offline: bool = False,
-                 probe: np.ndarray | None = None, **kwargs: Any):
+                 probe: np.ndarray | None = None, heads: int = 1, **kwargs: Any):
         super().__init__(**kwargs)
-        self.objective = Objective(task, weights, losses, teacher is not None or offline)
+        self.objective = Objective(task, weights, losses, teacher is not None or offline, heads)
         self.student, self.task, self.teacher, self.offline = student, task, teacher, offline
         self.pairs = [pair for pair in features if pair.loss in self.objective.weights]
         self.feature_terms = [LOSS_CLASSES[pair.loss](teacher_layer_name=pair.teacher, student_layer_name=pair.student)
@@ -190,12 +190,12 @@ class Distiller(keras.Model):
             teacher_out = None if teacher_out is None else gathered[-1]
             y = gather_rows(ops.shape(y)[0], [y])[0]  # labeled rows only
         labeled = ops.shape(y)[0]
-        labeled_out = y_pred[:labeled]
-        if not training:
-            return task_loss(labeled_out, y, self.task) / count
+        if not training:  # inference outputs: one head, or the mean of two
+            return task_loss(y_pred[:labeled], y, self.task) / count
         parts = {}
+        task_outputs, y_pred = self.objective.split(y_pred)
         if "task" in self.objective.weights:
-            parts["task"] = task_loss(labeled_out, y, self.task)
+            parts["task"] = Objective.task_part(lambda out: task_loss(out[:labeled], y, self.task), task_outputs)
         for term in self.objective.terms:
             if term.reads_features:
                 values = [feature_term.compute_loss(t_feature, s_feature if adapter is None else adapter(s_feature))
@@ -216,6 +216,8 @@ class Distiller(keras.Model):
     def compute_metrics(self, x: Any, y: Any, y_pred: Any, sample_weight: Any = None) -> dict:
         """Compiled metrics on the labeled rows only (transfer rows have no labels); the loss parts
         in training only (evaluation reports the student's task loss and metrics at T = 1)."""
+        if self._training_step:  # a training forward: the class head of a two-head student
+            y_pred = self.objective.split(y_pred)[0][0]
         results = super().compute_metrics(x, y, y_pred[:ops.shape(y)[0]], sample_weight)
         if self._training_step:
             return results

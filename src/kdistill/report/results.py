@@ -78,7 +78,7 @@ class Trained:
     parameters: int
     weights_file: Path
     history: History | None
-    embedding_metrics: dict[str, float] = field(default_factory=dict)  # kdistill.report.embeddings
+    extra_metrics: dict[str, float] = field(default_factory=dict)  # embeddings' (kdistill.report.embeddings), each head's
 
 
 def results_for(data: TaskData, trained: dict[str, Trained], store: StoreReader | None,
@@ -94,6 +94,6 @@ def results_for(data: TaskData, trained: dict[str, Trained], store: StoreReader 
     for role, model in trained.items():
         result = measured_result(role, data, outputs[role], None if role == "teacher" else outputs["teacher"],
                                  model.parameters, model.weights_file.stat().st_size, latencies[role], model.history)
-        result.metrics |= model.embedding_metrics
+        result.metrics |= model.extra_metrics
         results.append(result)
     return results

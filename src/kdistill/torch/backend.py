@@ -259,7 +259,7 @@ class TorchBackend(Backend):
                   seed: int) -> Distiller:
         return Distiller(student, objective.task, objective.weights, objective.losses, teacher=teacher,
                          features=features, probe=None if probe is None else torch.from_numpy(probe).to(device),
-                         offline=teacher is None)
+                         offline=teacher is None, heads=objective.heads)
 
     def runner(self, distiller: Distiller, data: TaskData, config: TrainConfig, total_steps: int, transfer: bool,
                device: torch.device) -> TorchRunner:

@@ -45,9 +45,10 @@ class Distiller(nn.Module):
 
     def __init__(self, student: nn.Module, task: str, weights: Mapping[str, float],
                  losses: Mapping[str, Mapping[str, float]] | None = None, teacher: nn.Module | None = None,
-                 features: Sequence[FeaturePair] = (), probe: torch.Tensor | None = None, offline: bool = False):
+                 features: Sequence[FeaturePair] = (), probe: torch.Tensor | None = None, offline: bool = False,
+                 heads: int = 1):
         super().__init__()
-        self.objective = Objective(task, weights, losses, teacher is not None or offline)
+        self.objective = Objective(task, weights, losses, teacher is not None or offline, heads)
         self.student, self.task = student, task
         self._teacher = [freeze(teacher)] if teacher is not None else []  # a list keeps it out of parameters()
         self.features = [pair for pair in features if pair.loss in self.objective.weights]
@@ -63,7 +64,7 @@ class Distiller(nn.Module):
         self.teacher_tap = FeatureTap(teacher, [pair.teacher for pair in self.features], "features.teacher",
                                       attention["teacher"]) if self.features else None
         self.adapters = nn.ModuleDict()
-        self.fused = task == "classification" and self.objective.parts == ["task", "kd"]
+        self.fused = task == "classification" and self.objective.parts == ["task", "kd"] and heads == 1
         if probe is not None:
             self._check_outputs(probe)
 
@@ -123,8 +124,10 @@ class Distiller(nn.Module):
                                           weights["kd"] * scale["all"], **self.objective.losses["kd"])
             return total, {"task": task, "kd": kd}
         parts: dict[str, torch.Tensor] = {}
+        task_outputs, student_out = self.objective.split(student_out)
         if "task" in self.objective.weights and labeled:
-            parts["task"] = task_loss(student_out if labeled == len(x) else student_out[:labeled], y, self.task)
+            parts["task"] = Objective.task_part(
+                lambda out: task_loss(out if labeled == len(x) else out[:labeled], y, self.task), task_outputs)
         for term in self.objective.terms:
             function = LOSS_FUNCTIONS[term.name]
             if term.reads_features:

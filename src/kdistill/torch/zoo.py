@@ -1,5 +1,6 @@
-"""Built-in PyTorch models: MLP, small CNN, user–item scorer, text MLP. Layers carry readable
-names (``fc1``, ``conv2``, ``pool``, ``head``) so feature-distillation paths are easy to write."""
+"""Built-in PyTorch models: MLP, small CNN, small vision transformer (ViT, DeiT's distillation token),
+user–item scorer, text MLP. Layers carry readable names (``fc1``, ``conv2``, ``pool``, ``block1``,
+``head``) so feature-distillation paths are easy to write."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from torch import nn
 
 from kdistill.errors import KdistillError
 from kdistill.torch.transformer import transformer
+from kdistill.torch.vit import vit
 from kdistill.zoo_inputs import check_token_inputs
 
 
@@ -134,4 +136,4 @@ def text_mlp(input_shape: Sequence[int], output_dim: int, vocab_size: int | None
     return TextMLP(vocab_size, output_dim, embedding, hidden, dropout)
 
 
-ZOO = {"mlp": mlp, "cnn": cnn, "user_item": user_item, "transformer": transformer, "text_mlp": text_mlp}
+ZOO = {"mlp": mlp, "cnn": cnn, "vit": vit, "user_item": user_item, "transformer": transformer, "text_mlp": text_mlp}
