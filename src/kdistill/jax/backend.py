@@ -94,7 +94,7 @@ def make_train_step(distiller: Distiller, optimizer: optax.GradientTransformatio
         (total, parts), grads = loss(trainee)  # dropout streams advance in trainee
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), nnx.state(trainee, nnx.Not(nnx.Param)), opt_state,
-                jnp.stack([total, *parts.values()]))
+                jnp.stack([total, *(parts[name] for name in distiller.objective.parts)]))  # jit returns dicts key-sorted
 
     return jax.jit(step, donate_argnums=(0, 1, 2))
 

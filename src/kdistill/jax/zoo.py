@@ -1,13 +1,13 @@
-"""Built-in Flax NNX models: MLP, small CNN, user–item scorer, text MLP, with the PyTorch zoo's
-keyword arguments and layer names (``fc1``, ``relu1``, ``conv2``, ``pool``, ``head``), so one
-recipe serves both.
+"""Built-in Flax NNX models: MLP, small CNN, user–item scorer, text MLP, small vision transformer,
+with the PyTorch zoo's keyword arguments and layer names (``fc1``, ``relu1``, ``conv2``, ``pool``,
+``block1``, ``head``), so one recipe serves both.
 
 Layers are initialised as PyTorch does (weights and biases uniform in ±1/√fan_in, embeddings
 N(0, 1)), so the two
 backends start from the same distribution. Images arrive channels-first (C, H, W) as in every
 kdistill dataset; the CNN transposes to NHWC for ``nnx.Conv``. :class:`Layers` runs named layers in
 order and can return the activations of some of them: that is how feature distillation reads
-zoo models without hooks (NNX has none).
+zoo models without hooks (NNX has none); the ViT is a ``Layers`` with its own ``run``.
 """
 
 from __future__ import annotations
@@ -184,4 +184,113 @@ def text_mlp(input_shape: Sequence[int], output_dim: int, vocab_size: int | None
     return Layers(layers | dense_layers(embedding, output_dim, hidden, dropout, rngs))
 
 
-ZOO = {"mlp": mlp, "cnn": cnn, "user_item": user_item, "text_mlp": text_mlp}
+class Block(nnx.Module):
+    """Pre-norm transformer block on (B, T, D) tokens: x + attn(norm1(x)), then
+    x + drop(fc2(drop(gelu(fc1(norm2(x)))))); ``dropout`` also drops attention weights, as in
+    ``nn.MultiheadAttention(dropout=...)``. Attention is initialised as PyTorch's
+    ``nn.MultiheadAttention`` (q, k, v kernels Xavier-uniform as one (D, 3D) matrix, output kernel
+    as a Linear, biases 0), GELU is the exact (erf) one, as ``nn.GELU``'s default."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: int, dropout: float, rngs: nnx.Rngs):
+        self.norm1 = nnx.LayerNorm(dim, epsilon=1e-6, rngs=rngs)
+        self.attn = nnx.MultiHeadAttention(heads, dim, dropout_rate=dropout, deterministic=False, decode=False,
+                                           kernel_init=nnx.initializers.variance_scaling(0.5, "fan_avg", "uniform"),
+                                           out_kernel_init=_torch_init(dim)["kernel_init"], rngs=rngs)
+        self.norm2 = nnx.LayerNorm(dim, epsilon=1e-6, rngs=rngs)
+        self.fc1 = linear(dim, dim * mlp_ratio, rngs)
+        self.fc2 = linear(dim * mlp_ratio, dim, rngs)
+        self.drop = nnx.Dropout(dropout, rngs=rngs if dropout else None)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = x + self.attn(self.norm1(x))
+        return x + self.drop(self.fc2(self.drop(jax.nn.gelu(self.fc1(self.norm2(x)), approximate=False))))
+
+
+class VisionTransformer(Layers):
+    """ViT (Dosovitskiy et al. 2021) with DeiT's optional distillation token (Touvron et al. 2021).
+
+    (C, H, W) → ``patch_embed`` (patch×patch conv, stride patch) → N tokens, with [``cls_token``,
+    ``dist_token``] prepended and ``pos_embed`` added → ``block1`` … ``blockD`` → ``norm`` →
+    ``head`` on the class token (and ``dist_head`` on the distillation token).
+
+    Output: without the token, the head's logits (B, K). With it, training mode
+    (``deterministic=False``) returns [cls_logits, dist_logits] concatenated, (B, 2K), for the
+    distiller to split (the class half learns the labels, the distillation half the teacher);
+    evaluation mode (``deterministic=True``) returns (cls_logits + dist_logits) / 2, (B, K), DeiT's
+    inference rule. ``nnx.view(model, deterministic=...)`` switches the mode, as it does Dropout's.
+
+    A :class:`Layers` with its own ``run``: the names it can tap are ``patch_embed``
+    ((B, D, H/p, W/p), channels-first), ``blockK`` and ``norm`` ((B, T, D)), ``head`` and
+    ``dist_head`` (each head's logits, (B, K))."""
+
+    def __init__(self, input_shape: Sequence[int], output_dim: int, patch: int, dim: int, depth: int, heads: int,
+                 mlp_ratio: int, dropout: float, distillation_token: bool, rngs: nnx.Rngs):
+        channels, height, width = input_shape
+        token_init = nnx.initializers.truncated_normal(0.02)
+        layers: dict[str, Callable] = {
+            "patch_embed": nnx.Conv(channels, dim, kernel_size=(patch, patch), strides=patch, padding="VALID",
+                                    rngs=rngs, **_torch_init(channels * patch * patch))}
+        self.cls_token = nnx.Param(token_init(rngs.params(), (1, 1, dim)))
+        if distillation_token:
+            self.dist_token = nnx.Param(token_init(rngs.params(), (1, 1, dim)))
+        tokens = (height // patch) * (width // patch) + 1 + int(distillation_token)
+        self.pos_embed = nnx.Param(token_init(rngs.params(), (1, tokens, dim)))
+        for index in range(1, depth + 1):
+            layers[f"block{index}"] = Block(dim, heads, mlp_ratio, dropout, rngs)
+        layers["norm"] = nnx.LayerNorm(dim, epsilon=1e-6, rngs=rngs)
+        layers["head"] = linear(dim, output_dim, rngs)
+        if distillation_token:
+            layers["dist_head"] = linear(dim, output_dim, rngs)
+        super().__init__(layers)
+        self.depth, self.distillation_token, self.deterministic = depth, distillation_token, False
+
+    def set_view(self, deterministic: bool | None = None) -> None:
+        """Called by ``nnx.view``: the output's mode (above)."""
+        if deterministic is not None:
+            self.deterministic = deterministic
+
+    def run(self, x: jax.Array, taps: Sequence[str] = ()) -> tuple[jax.Array, dict[str, jax.Array]]:
+        features: dict[str, jax.Array] = {}
+
+        def tap(name: str, value: jax.Array) -> jax.Array:
+            if name in taps:
+                features[name] = channels_first(value)
+            return value
+
+        grid = tap("patch_embed", self.patch_embed(channels_last(x)))  # (B, H/p, W/p, D)
+        batch, dim = grid.shape[0], grid.shape[-1]
+        prefix = [self.cls_token[...]] + ([self.dist_token[...]] if self.distillation_token else [])
+        x = jnp.concatenate([jnp.broadcast_to(token, (batch, 1, dim)) for token in prefix]
+                            + [grid.reshape(batch, -1, dim)], axis=1) + self.pos_embed[...]
+        for index in range(1, self.depth + 1):
+            x = tap(f"block{index}", getattr(self, f"block{index}")(x))
+        x = tap("norm", self.norm(x))
+        logits = tap("head", self.head(x[:, 0]))
+        if not self.distillation_token:
+            return logits, features
+        dist_logits = tap("dist_head", self.dist_head(x[:, 1]))
+        if self.deterministic:
+            return (logits + dist_logits) / 2, features
+        return jnp.concatenate([logits, dist_logits], axis=-1), features
+
+
+def vit(input_shape: Sequence[int], output_dim: int, patch: int = 7, dim: int = 64, depth: int = 4, heads: int = 4,
+        mlp_ratio: int = 2, dropout: float = 0.0, distillation_token: bool = False, seed: int = 0) -> VisionTransformer:
+    """A small ViT on (C, H, W) images, DeiT's distillation token optional: see
+    :class:`VisionTransformer` for its layers and its outputs in each mode. The class and
+    distillation tokens and position embeddings are initialised truncated-normal (std 0.02) as in
+    DeiT; conv, linear and attention layers as PyTorch's. ``seed`` seeds weights and dropout."""
+    shape = tuple(input_shape)
+    if len(shape) != 3:
+        raise KdistillError(f"student/teacher model 'vit' needs image inputs (C, H, W), the data gives {shape}")
+    if patch < 1 or shape[1] % patch or shape[2] % patch:
+        raise KdistillError(f"kwargs.patch: model 'vit' needs a patch size that divides the image's height and width; "
+                            f"patch={patch} does not divide the inputs {shape}")
+    if heads < 1 or dim % heads:
+        raise KdistillError(f"kwargs.heads: model 'vit' needs heads dividing dim; heads={heads} does not divide "
+                            f"dim={dim} (inputs {shape})")
+    return VisionTransformer(shape, output_dim, patch, dim, depth, heads, mlp_ratio, dropout, distillation_token,
+                             nnx.Rngs(seed))
+
+
+ZOO = {"mlp": mlp, "cnn": cnn, "vit": vit, "user_item": user_item, "text_mlp": text_mlp}

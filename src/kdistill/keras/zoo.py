@@ -1,8 +1,9 @@
-"""Built-in Keras models: MLP, small CNN and text MLP with the keyword arguments and layer names
-of ``kdistill.torch.zoo`` (``fc1``, ``conv2``, ``pool``, ``head``), so one recipe serves both
-backends and feature-distillation paths read the same. Sequential or Functional models with an
-``Input``: every layer's output can be tapped by name. The text MLP's own layers are registered
-Keras serializables, so its ``.keras`` file loads in safe mode."""
+"""Built-in Keras models: MLP, small CNN, text MLP and a small ViT (:mod:`kdistill.keras.vit`)
+with the keyword arguments and layer names of ``kdistill.torch.zoo`` (``fc1``, ``conv2``,
+``pool``, ``head``), so one recipe serves both backends and feature-distillation paths read the
+same. Sequential or Functional models with an ``Input``: every layer's output can be tapped by
+name. The text MLP's and the ViT's own layers are registered Keras serializables, so their
+``.keras`` files load in safe mode."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import keras
 from keras import layers, ops
 
 from kdistill.errors import KdistillError
+from kdistill.keras.vit import vit
 from kdistill.zoo_inputs import check_token_inputs
 
 
@@ -99,4 +101,4 @@ def text_mlp(input_shape: Sequence[int], output_dim: int, vocab_size: int | None
     return keras.Model(tokens, x, name="text_mlp")
 
 
-ZOO = {"mlp": mlp, "cnn": cnn, "text_mlp": text_mlp}
+ZOO = {"mlp": mlp, "cnn": cnn, "text_mlp": text_mlp, "vit": vit}
