@@ -1,4 +1,5 @@
-"""Input checks the zoos of every backend share, framework-free: a text model's inputs are
+"""Input checks the zoos of every backend share, framework-free: a ViT's images and sizes, and a
+text model's inputs. A text model's inputs are
 tokenized text, int (N, 2, L) — ``x[:, 0]`` the token ids (padding id 0), ``x[:, 1]`` the
 attention mask (1 = real token, 0 = padding) — and the data's ``meta`` gives ``vocab_size``.
 
@@ -29,3 +30,18 @@ def check_token_inputs(model: str, input_shape: Sequence[int], input_dtype: str,
     if vocab_size is None:
         raise KdistillError(f"student/teacher model {model!r} needs vocab_size: the data's meta gives none "
                             "(tokenized text data does); set it in the model's kwargs")
+
+
+def check_vit_inputs(input_shape: Sequence[int], patch: int, dim: int, heads: int) -> tuple[int, int, int]:
+    """The (C, H, W) of images the zoo model ``vit`` can cut into patch×patch tokens with ``heads``
+    dividing ``dim``; anything else is a KdistillError naming the argument and the input shape."""
+    shape = tuple(input_shape)
+    if len(shape) != 3:
+        raise KdistillError(f"student/teacher model 'vit' needs image inputs (C, H, W), the data gives {shape}")
+    if patch < 1 or shape[1] % patch or shape[2] % patch:
+        raise KdistillError(f"kwargs.patch: model 'vit' needs a patch size that divides the image's height and width; "
+                            f"patch={patch} does not divide the inputs {shape}")
+    if heads < 1 or dim % heads:
+        raise KdistillError(f"kwargs.heads: model 'vit' needs heads dividing dim; heads={heads} does not divide "
+                            f"dim={dim} (inputs {shape})")
+    return shape

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from kdistill.errors import KdistillError
-from kdistill.zoo_inputs import check_token_inputs
+from kdistill.zoo_inputs import check_token_inputs, check_vit_inputs
 
 
 def _torch_init(fan_in: int) -> dict[str, Callable]:
@@ -280,15 +280,7 @@ def vit(input_shape: Sequence[int], output_dim: int, patch: int = 7, dim: int = 
     :class:`VisionTransformer` for its layers and its outputs in each mode. The class and
     distillation tokens and position embeddings are initialised truncated-normal (std 0.02) as in
     DeiT; conv, linear and attention layers as PyTorch's. ``seed`` seeds weights and dropout."""
-    shape = tuple(input_shape)
-    if len(shape) != 3:
-        raise KdistillError(f"student/teacher model 'vit' needs image inputs (C, H, W), the data gives {shape}")
-    if patch < 1 or shape[1] % patch or shape[2] % patch:
-        raise KdistillError(f"kwargs.patch: model 'vit' needs a patch size that divides the image's height and width; "
-                            f"patch={patch} does not divide the inputs {shape}")
-    if heads < 1 or dim % heads:
-        raise KdistillError(f"kwargs.heads: model 'vit' needs heads dividing dim; heads={heads} does not divide "
-                            f"dim={dim} (inputs {shape})")
+    shape = check_vit_inputs(input_shape, patch, dim, heads)
     return VisionTransformer(shape, output_dim, patch, dim, depth, heads, mlp_ratio, dropout, distillation_token,
                              nnx.Rngs(seed))
 

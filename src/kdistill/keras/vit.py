@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import keras
 from keras import layers, ops
 
-from kdistill.errors import KdistillError
+from kdistill.zoo_inputs import check_vit_inputs
 
 
 @keras.saving.register_keras_serializable(package="kdistill")
@@ -87,19 +87,6 @@ class DistillationHeads(layers.Layer):
         return cls_logits_shape  # the inference shape, (B, K), as the symbolic graph is built
 
 
-def _check(input_shape: Sequence[int], patch: int, dim: int, heads: int) -> None:
-    """KdistillError naming 'vit', the argument and the input shape, for what cannot be built."""
-    shape = tuple(input_shape)
-    if len(shape) != 3:
-        raise KdistillError(f"student/teacher model 'vit' needs image inputs (C, H, W), the data gives {shape}")
-    if patch < 1 or shape[1] % patch or shape[2] % patch:
-        raise KdistillError(f"kwargs.patch: model 'vit' needs a patch size that divides the image's height and width; "
-                            f"patch={patch} does not divide the inputs {shape}")
-    if heads < 1 or dim % heads:
-        raise KdistillError(f"kwargs.heads: model 'vit' needs heads dividing dim; heads={heads} does not divide "
-                            f"dim={dim} (inputs {shape})")
-
-
 def vit(input_shape: Sequence[int], output_dim: int, patch: int = 7, dim: int = 64, depth: int = 4, heads: int = 4,
         mlp_ratio: int = 2, dropout: float = 0.0, distillation_token: bool = False) -> keras.Model:
     """A vision transformer over (C, H, W) inputs, cut into (H/patch)·(W/patch) patches.
@@ -119,7 +106,7 @@ def vit(input_shape: Sequence[int], output_dim: int, patch: int = 7, dim: int = 
     dist_logits])`` (B, 2·output_dim) when called with ``training=True`` and
     ``(cls_logits + dist_logits) / 2`` (B, output_dim) otherwise. Without it the output is the
     ``head`` logits (B, output_dim)."""
-    _check(input_shape, patch, dim, heads)
+    check_vit_inputs(input_shape, patch, dim, heads)
     inputs = keras.Input(tuple(input_shape))
     x = layers.Permute((2, 3, 1), name="channels_last")(inputs)
     x = layers.Conv2D(dim, patch, strides=patch, name="patch_embed")(x)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from kdistill.errors import KdistillError
+from kdistill.zoo_inputs import check_vit_inputs
 
 
 class Block(nn.Module):
@@ -86,16 +86,7 @@ def vit(input_shape: Sequence[int], output_dim: int, patch: int = 7, dim: int = 
     """A small vision transformer on images (C, H, W) (:class:`VisionTransformer`): ``patch``
     divides H and W, ``heads`` divides ``dim``; ``distillation_token`` adds DeiT's dist token and
     ``dist_head`` (training-mode outputs (B, 2·output_dim), eval-mode the mean of the two heads)."""
-    shape = tuple(input_shape)
-    if len(shape) != 3:
-        raise KdistillError(f"student/teacher model 'vit' needs image inputs (C, H, W), the data gives {shape}")
-    in_channels, height, width = shape
-    if patch < 1 or height % patch or width % patch:
-        raise KdistillError(f"kwargs.patch: model 'vit' needs a patch size that divides the image's height and width; "
-                            f"patch={patch} does not divide the inputs {shape}")
-    if heads < 1 or dim % heads:
-        raise KdistillError(f"kwargs.heads: model 'vit' needs heads dividing dim; heads={heads} does not divide "
-                            f"dim={dim} (inputs {shape})")
+    in_channels, height, width = check_vit_inputs(input_shape, patch, dim, heads)
     tokens = (height // patch) * (width // patch)
     return VisionTransformer(in_channels, tokens, output_dim, patch, dim, depth, heads, mlp_ratio, dropout,
                              distillation_token)
