@@ -1,8 +1,8 @@
 """Noisy Student self-training over several seeds, with noise and without: test metric per round.
 
 Each seed is a whole self-training run (its own round-0 teacher, rounds and scratch twin) in
-OUT/noised/seed-N; the same recipe without noise (``--quiet`` overrides: no augmentation, no
-student dropout) in OUT/quiet/seed-N. Finished runs are read again, not rerun.
+OUT/noised/seed-N; the same recipe with the same round-0 teacher but students without noise (``--quiet``
+overrides: no augmentation, no dropout for the students) in OUT/quiet/seed-N. Finished runs are read again, not rerun.
 
     python benchmarks/noisy_student.py fashion_mnist_noisy_student --seeds 0 1 2 --out runs/bench-noisy-student
 """
@@ -18,7 +18,7 @@ from kdistill.recipe import load_recipe
 from kdistill.self_training import SUMMARY, run_rounds
 from seeds import seeds_parser
 
-QUIET = ["data.augment=null", "student.kwargs.dropout=0", "student.kwargs.input_dropout=0"]
+QUIET = ["self_training.augment_students=false", "student.kwargs.dropout=0"]
 
 
 def summaries(recipe: str, seeds: list[int], out: Path, overrides: list[str]) -> list[dict]:

@@ -371,6 +371,9 @@ class SelfTrainingConfig(StrictModel):
     rounds: int = Field(3, ge=1, le=20)
     pseudo_labels: Literal["soft", "hard"] = "soft"
     threshold: float = Field(0.0, ge=0, lt=1)
+    augment_students: bool = True
+    """false: the rounds' students train on the clean samples (``data.augment`` then serves the
+    round-0 teacher only): with the students' dropout off too, the noise-free ablation."""
 
     @property
     def loss(self) -> str:

@@ -127,7 +127,8 @@ def _student_round(recipe: Recipe, data: TaskData, teacher_file: Path, out: Path
         remove_store(store_dir)
     teacher_recipe = _variant(recipe, teacher={"path": str(teacher_file), "trust_pickle": recipe.teacher.trust_pickle})
     cache_teacher(teacher_recipe, data, store_dir, backends.load(recipe.backend), batch_size=recipe.train.eval_batch_size)
-    augment = None if recipe.data.augment is None else {**recipe.data.augment.model_dump(), "teacher_sees": "clean"}
+    augment = None if recipe.data.augment is None or not config.augment_students else \
+        {**recipe.data.augment.model_dump(), "teacher_sees": "clean"}
     student_recipe = _variant(
         recipe, name=f"{recipe.name}-round-{index}", teacher={"store": str(store_dir)},
         data={**recipe.data.model_dump(mode="json"), "augment": augment},
