@@ -49,16 +49,19 @@ def main() -> None:
         print(f"seed {seed}: {report['verdict']['text']}", file=sys.stderr, flush=True)
 
     metric = reports[0]["verdict"]["metric"]
-    others = [name for name in reports[0]["models"][0]["metrics"] if name != metric]  # e.g. the head's accuracy
+    others = list(dict.fromkeys(name for model in reports[0]["models"] for name in model["metrics"]
+                                if name != metric))  # e.g. a probe's accuracy, each head's of a two-head student
     print(f"\n`python benchmarks/seeds.py {' '.join(sys.argv[1:])}`\n")
     print(f"| model | test {metric} (mean ± std over seeds {', '.join(map(str, args.seeds))}) | per seed |"
           + "".join(f" test {name} |" for name in others))
     print("|---|---|---|" + "---|" * len(others))
     for role in ("teacher", "scratch", "distilled"):
         def values(name: str) -> list[float]:
-            return [100 * m["metrics"][name] for r in reports for m in r["models"] if m["role"] == role]
+            return [100 * m["metrics"][name] for r in reports for m in r["models"]
+                    if m["role"] == role and name in m["metrics"]]
         shown = [values(metric), *(values(name) for name in others)]
-        cells = [f"{statistics.mean(v):.2f} ± {statistics.stdev(v) if len(v) > 1 else 0.0:.2f}" for v in shown]
+        cells = [f"{statistics.mean(v):.2f} ± {statistics.stdev(v) if len(v) > 1 else 0.0:.2f}" if v else "—"
+                 for v in shown]
         print(f"| {role} | {cells[0]} | {', '.join(f'{v:.2f}' for v in shown[0])} |" + "".join(f" {c} |" for c in cells[1:]))
     for size in ("batch_1", "batch_32", "batch_256"):
         ratios = []
