@@ -1,8 +1,9 @@
 """Noisy Student self-training over several seeds, with noise and without: test metric per round.
 
 Each seed is a whole self-training run (its own round-0 teacher, rounds and scratch twin) in
-OUT/noised/seed-N; the same recipe with the same round-0 teacher but students without noise (``--quiet``
-overrides: no augmentation, no dropout for the students) in OUT/quiet/seed-N. Finished runs are read again, not rerun.
+OUT/noised/seed-N; the same recipe from that seed's round-0 teacher (``teacher.path``) with
+students without noise (``--quiet`` overrides: no augmentation, no dropout for the students) in
+OUT/quiet/seed-N. Finished runs are read again, not rerun.
 
     python benchmarks/noisy_student.py fashion_mnist_noisy_student --seeds 0 1 2 --out runs/bench-noisy-student
 """
@@ -14,22 +15,26 @@ import statistics
 import sys
 from pathlib import Path
 
+from kdistill.export.exporter import saved_file
 from kdistill.recipe import load_recipe
 from kdistill.self_training import SUMMARY, run_rounds
 from seeds import seeds_parser
 
-QUIET = ["self_training.augment_students=false", "student.kwargs.dropout=0"]
+QUIET = ["self_training.augment_students=false", "student.kwargs.dropout=0", "student.kwargs.input_dropout=0"]
 
 
-def summaries(recipe: str, seeds: list[int], out: Path, overrides: list[str]) -> list[dict]:
-    """Each seed's self-training summary, run now unless finished earlier."""
+def summaries(recipe: str, seeds: list[int], out: Path, overrides: list[str], teachers: Path | None = None) -> list[dict]:
+    """Each seed's self-training summary, run now unless finished earlier; with ``teachers``, each
+    seed's round 0 takes the teacher that seed trained there (``teachers/seed-N/round-0``)."""
     found = []
     for seed in seeds:
         directory = out / f"seed-{seed}"
         if (directory / f"{SUMMARY}.json").exists() and not (directory / "INCOMPLETE").exists():
             found.append(json.loads((directory / f"{SUMMARY}.json").read_text()))
             continue
-        recipe_ = load_recipe(recipe, [*overrides, f"train.seed={seed}", "train.progress=false"])
+        given = [] if teachers is None else \
+            [f"teacher.path={saved_file(teachers / f'seed-{seed}' / 'round-0' / 'teacher', 'the round-0 teacher')}"]
+        recipe_ = load_recipe(recipe, [*overrides, *given, f"train.seed={seed}", "train.progress=false"])
         _, summary = run_rounds(recipe_, directory, resume=directory.exists())
         print(f"{out.name} seed {seed}: {summary['verdict']['text']}", file=sys.stderr, flush=True)
         found.append(summary)
@@ -47,7 +52,7 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     noised = summaries(args.recipe, args.seeds, out / "noised", args.overrides)
-    quiet = summaries(args.recipe, args.seeds, out / "quiet", [*args.overrides, *(args.quiet or QUIET)])
+    quiet = summaries(args.recipe, args.seeds, out / "quiet", [*args.overrides, *(args.quiet or QUIET)], out / "noised")
     metric = noised[0]["metric"]
     print(f"\n`python benchmarks/noisy_student.py {' '.join(sys.argv[1:])}` — test {metric} × 100, "
           f"mean ± std over seeds {', '.join(map(str, args.seeds))}\n")
