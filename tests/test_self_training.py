@@ -80,6 +80,15 @@ def test_a_threshold_keeps_confident_samples_students_may_train_clean_and_resume
     assert (out / "round-1" / "report.json").stat().st_mtime_ns == finished
     assert json.loads((out / "self-training.json").read_text())["rounds"] == summary["rounds"]
 
+    teacher = out / "round-0" / "teacher.safetensors"  # a given teacher is round 0's, not trained again
+    again = tmp_path / "again"
+    assert kdistill("run", recipe, "--out", again, "--set", f"teacher.path={teacher}", "--set",
+                    "self_training.rounds=1")[0] == 0
+    assert not list((again / "round-0").glob("teacher.*"))
+    assert StoreReader(again / "stores" / "round-1").manifest.teacher["path"] == str(teacher)
+    rounds = json.loads((again / "self-training.json").read_text())["rounds"]
+    assert rounds[0]["student"] == summary["rounds"][0]["student"]  # the same teacher, scored the same
+
 
 @pytest.mark.parametrize("change, needles", [
     ({"data": {"dataset": "digits"}}, ("self_training", "data.transfer")),
