@@ -150,7 +150,7 @@ def test_teacher_with_another_class_count(tmp_path, kdistill, source):
     ("student={model: 'kd_factories:extra_classes'}", ("student: outputs (12,) per sample", "needs (10,)")),
     ("student.model=kd_factories:no_such_factory", ("student.model: module 'kd_factories'", "no callable 'no_such_factory'")),
     ("student.model=no_such_module:factory", ("student.model: cannot import module 'no_such_module'",)),
-    ("student.model=resnet", ("student.model: 'resnet' is neither a zoo model (mlp, cnn, user_item, transformer, text_mlp)",)),
+    ("student.model=resnet", ("student.model: 'resnet' is neither a zoo model (mlp, cnn, vit, user_item, transformer, text_mlp)",)),
     ("student.kwargs={width: 3}", ("student.kwargs: mlp rejected", "width")),
     ("student.model=cnn", ("model 'cnn' needs image inputs (C, H, W)", "(64,)")),
     ("teacher.path=missing.safetensors", ("teacher.path: 'missing.safetensors' does not exist",)),

@@ -175,7 +175,7 @@ HINT = ("losses={kd: {}, hint: {}}", "weights={task: 0.5, kd: 0.3, hint: 0.2}")
     (("teacher={model: 'keras_factories:extra_classes', kwargs: {extra: 2}}",),
      ("teacher: outputs (12,) per sample", "digits (classification) needs (10,)")),
     (("student={model: 'keras_factories:extra_classes'}",), ("student: outputs (12,) per sample", "needs (10,)")),
-    (("student.model=resnet",), ("student.model: 'resnet' is neither a zoo model (mlp, cnn, text_mlp)",)),
+    (("student.model=resnet",), ("student.model: 'resnet' is neither a zoo model (mlp, cnn, text_mlp, vit)",)),
     (("teacher.path=missing.keras",), ("teacher.path: 'missing.keras' does not exist",)),
 ])
 def test_bad_models_are_refused_before_training(tmp_path, kdistill, assignments, needles):
