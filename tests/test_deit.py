@@ -13,6 +13,7 @@ from conftest import write_recipe
 from test_backend_contract import BACKENDS
 from kdistill import backends
 from kdistill.data import load_task_data
+from kdistill.errors import KdistillError
 from kdistill.export.exporter import saved_file
 from kdistill.losses import reference
 from kdistill.objective import Objective
@@ -33,6 +34,17 @@ def _raw(image_arrays, backend: str, loss: str) -> dict:
         "train": {"epochs": 1, "batch_size": 16, "progress": False, "device": "cpu"},
         "compare": {"latency_repeats": 3},
     }
+
+
+def test_the_heads_each_learn_and_a_class_head_without_the_task_loss_is_refused():
+    out = np.arange(12.0).reshape(2, 6)  # [class | dist] of 3 classes
+    taught = Objective("classification", {"task": 1, "kd": 1}, {"kd": {"temperature": 1.0}}, heads=2)
+    features_only = Objective("classification", {"task": 1, "hint": 1}, {"hint": {}}, heads=2)
+    assert [head.tolist() for head in taught.split(out)[0]] == [out[:, :3].tolist()]
+    assert [head.tolist() for head in features_only.split(out)[0]] == [out[:, :3].tolist(), out[:, 3:].tolist()]
+    assert taught.split(out)[1].tolist() == out[:, 3:].tolist()
+    with pytest.raises(KdistillError, match="weights.task: a student with a distillation token"):
+        Objective("classification", {"kd": 1}, {"kd": {"temperature": 1.0}}, heads=2)
 
 
 @pytest.mark.parametrize("loss", ["kd", "hard"])

@@ -21,7 +21,7 @@ def _raw(image_arrays, backend: str = "torch", **self_training) -> dict:
     return {
         "backend": backend,
         "data": {"dataset": "arrays", "path": str(image_arrays), "transfer": {"fraction": 0.5},
-                 "augment": {"shift": 1}},
+                 "augment": {"shift": 1, "teacher_sees": "clean"}},  # what the rounds set anyway
         "teacher": {"model": "mlp", "kwargs": {"hidden": [16]}, "train": {"epochs": 2}},
         "student": {"model": "mlp", "kwargs": {"hidden": [16], "dropout": 0.2}},
         "losses": {"kd": {"temperature": 1}},
@@ -76,9 +76,14 @@ def test_a_threshold_keeps_confident_samples_students_may_train_clean_and_resume
     (out / "self-training.json").unlink()
     (out / "INCOMPLETE").write_text("interrupted\n")
     assert_refused(kdistill("run", recipe, "--out", out), out, "interrupted self-training run", "--resume")
+    assert_refused(kdistill("run", recipe, "--out", out, "--resume", "--set", "train.seed=3"), out,
+                   "--resume: the recipe differs", "train")
     assert kdistill("run", recipe, "--out", out, "--resume")[0] == 0
     assert (out / "round-1" / "report.json").stat().st_mtime_ns == finished
     assert json.loads((out / "self-training.json").read_text())["rounds"] == summary["rounds"]
+
+    assert kdistill("run", recipe, "--out", out, "--overwrite", "--set", "self_training.rounds=1")[0] == 0
+    assert not (out / "round-2" / "report.json").exists()  # a fresh start forgets the rounds it did not run again
 
     teacher = out / "round-0" / "teacher.safetensors"  # a given teacher is round 0's, not trained again
     again = tmp_path / "again"
@@ -110,6 +115,7 @@ def test_clean_teacher_views_need_a_store_and_rounds_refuse_other_verbs(image_ar
                    "data.augment.teacher_sees", "teacher.store")
     rounds = write_recipe(tmp_path / "rounds.yaml", _raw(image_arrays))
     assert_refused(kdistill("compare", rounds, "--out", out), out, "self_training", "kdistill compare")
+    assert_refused(kdistill("sweep", rounds, "--trials", 2, "--out", out), out, "self_training", "kdistill sweep")
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     code, _, err = kdistill("run", rounds, "--out", out)

@@ -93,12 +93,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.verb == "validate":
             print(recipe.to_yaml(), end="")
             return 0
-        if args.verb == "sweep":
-            return sweep_command.main(recipe, args)
         if recipe.self_training is not None and (args.verb != "run" or getattr(args, "nproc", None) is not None):
             raise KdistillError(f"self_training: rounds run with kdistill run (one process), not kdistill {args.verb}"
                                 + (" --nproc" if args.verb == "run" else "")
                                 + "; drop self_training from the recipe for this verb")
+        if args.verb == "sweep":
+            return sweep_command.main(recipe, args)
         if args.verb == "cache":  # caching runs the teacher, in its own framework
             recipe = recipe.in_teacher_framework()
         if getattr(args, "nproc", None) is not None:

@@ -62,6 +62,9 @@ class Objective:
                 raise KdistillError(f"weights.{name}: no loss of that name in losses ({', '.join(losses) or 'none'})")
             if not weight >= 0:
                 raise KdistillError(f"weights.{name}: {weight} is negative (weights must be >= 0)")
+        if heads == 2 and not weights.get("task", 0) > 0:
+            raise KdistillError("weights.task: a student with a distillation token needs the task loss (> 0), the only "
+                                "loss its class head learns from")
         self.task, self.heads = task, heads
         self.weights = {name: float(weight) for name, weight in weights.items() if weight > 0}
         self.terms = [Term(name, self.weights[name], dict(settings)) for name, settings in losses.items()
@@ -76,14 +79,15 @@ class Objective:
         """(the outputs the task loss reads, the output the distillation terms read) of a training
         forward. A student with a distillation token (DeiT, Touvron et al. 2021) gives
         ``[class head | distillation head]`` while it trains (and their mean in inference): the
-        task loss reads the class head and every distillation term the distillation head; trained
-        without a teacher (the scratch twin), the task loss reads both heads, averaged, so that
-        both learn the labels. A one-head student's output is read by both."""
+        task loss reads the class head and every logit term the distillation head; with no logit
+        term (the scratch twin, or feature losses alone), the task loss reads both heads, averaged,
+        so that both learn. A one-head student's output is read by both."""
         if self.heads == 1:
             return [student_out], student_out
         classes = student_out.shape[-1] // 2
         class_out, distill_out = student_out[..., :classes], student_out[..., classes:]
-        return ([class_out] if self.terms else [class_out, distill_out]), distill_out
+        taught = any(not term.reads_features for term in self.terms)  # a term reads the distillation head
+        return ([class_out] if taught else [class_out, distill_out]), distill_out
 
     @staticmethod
     def task_part(task_loss: Callable[[Any], Any], task_outputs: list[Any]) -> Any:

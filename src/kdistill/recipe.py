@@ -70,9 +70,10 @@ class AugmentConfig(StrictModel):
     seed: int = Field(0, ge=0, lt=2**63)
     teacher_sees: Literal["view", "clean"] = "view"
     """``view``: the teacher's outputs belong to the student's augmented view (online, or a store's
-    cached views). ``clean``: a store cached without views gives the teacher's outputs on the
-    unaugmented sample while the student trains on its noised view (Noisy Student's rule, Xie et
-    al. 2020); needs ``teacher.store`` (or ``self_training``, whose rounds cache one)."""
+    cached views). ``clean``: the store gives the teacher's outputs on the unaugmented sample (a
+    store cached without views, or view 0 of one with views) while the student trains on its
+    noised view (Noisy Student's rule, Xie et al. 2020); needs ``teacher.store`` (or
+    ``self_training``, whose rounds cache one and set it themselves)."""
 
     def views(self) -> dict[str, Any]:
         """What draws the views (a store's manifest records it with the views it cached)."""
@@ -496,8 +497,8 @@ class Recipe(StrictModel):
                              "data.transfer (e.g. {fraction: 0.9} keeps 10 % of the training labels)")
         if self.teacher.store is not None or self.foreign_teacher or self.teacher.online:
             raise ValueError("self_training: the round-0 teacher is a model of the student's framework (teacher.model "
-                             "or teacher.path), which every round replaces by its student; not teacher.store or "
-                             "teacher.backend")
+                             "or teacher.path), which every round replaces by its student; not teacher.store, "
+                             "teacher.backend or teacher.online")
         if self.features:
             raise ValueError("self_training: rounds teach through stored outputs; feature losses need the teacher model")
         expected = {"task", config.loss}

@@ -93,7 +93,7 @@ def check_output_dir(path: Path, resume: bool, overwrite: bool) -> None:
     (unless ``overwrite``), no file a run does not write; with ``resume``, an interrupted run."""
     if path.exists() and not path.is_dir():
         raise KdistillError(f"--out {str(path)!r} exists and is not a directory")
-    _check_writable(path)
+    check_writable(path)
     finished = (path / "report.json").exists() and not (path / MARKER).exists()
     if finished and not overwrite:
         raise KdistillError(f"--out {str(path)!r} already holds a finished run; pick another directory or pass --overwrite")
@@ -112,7 +112,7 @@ def check_output_dir(path: Path, resume: bool, overwrite: bool) -> None:
         )
 
 
-def _check_writable(path: Path) -> None:
+def check_writable(path: Path) -> None:
     """``path``, or the directory it would be created in, can be written into."""
     existing = path
     while not existing.exists() and existing != existing.parent:
@@ -156,7 +156,7 @@ def _remove_previous(directory: Path) -> None:
     remove_exports(directory)
 
 
-def _check_same_recipe(directory: Path, recipe: Recipe, resume: bool) -> None:
+def check_same_recipe(directory: Path, recipe: Recipe, resume: bool) -> None:
     """--resume continues only the run it was: the stored recipe must equal this one."""
     stored_file = directory / "recipe.yaml"
     if not resume or not stored_file.exists():
@@ -196,7 +196,7 @@ class PreparedRun:
             return self._execute(directory, main)
         with exclusive(directory, "--out"):
             check_output_dir(directory, self.resume, self.overwrite)  # another run may have written it since
-            _check_same_recipe(directory, self.recipe, self.resume)
+            check_same_recipe(directory, self.recipe, self.resume)
             directory, report = self._execute(directory, main)
             output = self.recipe.output
             if output.export:  # the run is finished: a failed export leaves it so, to export again
@@ -281,7 +281,7 @@ def prepare(recipe: Recipe, out: str | Path | None = None, resume: bool = False,
         else:  # checked in its own process now, which waits to train and cache it before the student trains
             cached_foreign = CachedForeignTeacher(recipe)
             pipeline = Pipeline(student_side(recipe, directory), data)
-        _check_same_recipe(directory, recipe, resume)
+        check_same_recipe(directory, recipe, resume)
         if recipe.output.export:
             check_request(recipe, recipe.output.export, recipe.output.quantize, None)
     except BaseException:

@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from kdistill import backends
 from kdistill.data import load_task_data
@@ -44,6 +46,7 @@ from kdistill.store.writer import remove_store
 
 SUMMARY = "self-training"
 MARKER = "INCOMPLETE"
+ROUND = re.compile(r"round-\d+")
 OWN = {"recipe.yaml", MARKER, f"{SUMMARY}.json", f"{SUMMARY}.md", "rounds.png", "stores"}
 """What a self-training run writes at the top of its directory, besides its ``round-N`` runs."""
 
@@ -52,31 +55,57 @@ def _round_dir(out: Path, index: int) -> Path:
     return out / f"round-{index}"
 
 
-def check_directory(out: Path, resume: bool, overwrite: bool) -> None:
-    """``out`` is new, empty, or an earlier self-training run's: finished only with
-    ``overwrite``, interrupted only with ``resume`` (or ``overwrite``)."""
+def check_directory(out: Path, recipe: Recipe, resume: bool, overwrite: bool) -> None:
+    """``out`` can be written and is new, empty, or an earlier self-training run's (every round
+    directory a kdistill run's): finished only with ``overwrite``, interrupted only with
+    ``resume`` (of the same recipe) or ``overwrite``."""
+    from kdistill.run import check_output_dir, check_same_recipe, check_writable
+
     if out.exists() and not out.is_dir():
         raise KdistillError(f"--out {str(out)!r} exists and is not a directory")
+    check_writable(out)
     if not out.is_dir() or not any(out.iterdir()):
         if resume:
             raise KdistillError(f"--resume: {str(out)!r} holds no self-training run to resume")
         return
     foreign = [entry.name for entry in sorted(out.iterdir())
-               if entry.name not in OWN and not (entry.is_dir() and entry.name.startswith("round-"))]
+               if entry.name not in OWN and not (entry.is_dir() and not entry.is_symlink() and ROUND.fullmatch(entry.name))]
     if foreign:
         raise KdistillError(f"--out {str(out)!r} holds {foreign[0]!r}, which a self-training run does not write; "
                             "give a new or empty directory")
+    for directory in _rounds(out):
+        check_output_dir(directory, resume=False, overwrite=True)  # only files a run writes
     finished = (out / f"{SUMMARY}.json").exists() and not (out / MARKER).exists()
     if finished and not overwrite:
         raise KdistillError(f"--out {str(out)!r} already holds a finished self-training run; pass --overwrite "
                             "or pick another directory")
     if not finished and not (resume or overwrite):
         raise KdistillError(f"--out {str(out)!r} holds an interrupted self-training run: --resume it, or --overwrite")
+    if resume:
+        check_same_recipe(out, recipe, resume)
+
+
+def _rounds(out: Path) -> list[Path]:
+    return sorted(entry for entry in out.iterdir() if entry.is_dir() and not entry.is_symlink() and ROUND.fullmatch(entry.name))
+
+
+def _forget(out: Path) -> None:
+    """A fresh start: what marks an earlier run's rounds as done goes (each round's report, the
+    round-0 teacher, the summary), so that no later ``--resume`` takes them for this run's."""
+    stale = [out / name for name in (f"{SUMMARY}.json", f"{SUMMARY}.md", "rounds.png")]
+    for directory in _rounds(out):
+        stale += [directory / "report.json", *(directory.glob("teacher.*") if directory.name == "round-0" else ())]
+    for path in stale:
+        if path.is_file() and not path.is_symlink():
+            path.unlink()
 
 
 def _variant(recipe: Recipe, **changes: Any) -> Recipe:
-    """The recipe with top-level sections replaced, validated again."""
-    return Recipe.model_validate({**recipe.model_dump(mode="json"), "self_training": None, **changes})
+    """The recipe with top-level sections replaced, as one ordinary run, validated again."""
+    try:
+        return Recipe.model_validate({**recipe.model_dump(mode="json"), "self_training": None, **changes})
+    except ValidationError as error:
+        raise KdistillError(f"self_training: a round's recipe is not valid: {error}") from None
 
 
 def confident(store: StoreReader, data: TaskData, threshold: float) -> TaskData:
@@ -100,6 +129,8 @@ def _teacher(recipe: Recipe, data: TaskData, out: Path, resume: bool) -> Path:
     from kdistill.teacher import Teacher
 
     directory = _round_dir(out, 0)
+    if recipe.teacher.path is not None:
+        return Path(recipe.teacher.path)
     if resume and list(directory.glob("teacher.*")):
         return saved_file(directory / "teacher", "self_training: the round-0 teacher")
     backend = backends.load(recipe.backend)
@@ -123,9 +154,15 @@ def _student_round(recipe: Recipe, data: TaskData, teacher_file: Path, out: Path
         report = json.loads((directory / "report.json").read_text())
         return report, report["data"]["transfer"]
     store_dir = out / "stores" / f"round-{index}"
+    if store_dir.is_symlink() or store_dir.exists() and not store_dir.is_dir():
+        raise KdistillError(f"self_training: {store_dir} is not a store directory a round wrote; move it out")
     if store_dir.exists():
         remove_store(store_dir)
-    teacher_recipe = _variant(recipe, teacher={"path": str(teacher_file), "trust_pickle": recipe.teacher.trust_pickle})
+    # round 1's teacher is the recipe's; later ones are students, rebuilt as the student section says
+    section = recipe.teacher if index == 1 else recipe.student
+    teacher_recipe = _variant(recipe, teacher={"path": str(teacher_file), "model": section.model,
+                                               "kwargs": section.kwargs, "trust_pickle": section.trust_pickle},
+                              data={**recipe.data.model_dump(mode="json"), "augment": None})  # cached without views
     cache_teacher(teacher_recipe, data, store_dir, backends.load(recipe.backend), batch_size=recipe.train.eval_batch_size)
     augment = None if recipe.data.augment is None or not config.augment_students else \
         {**recipe.data.augment.model_dump(), "teacher_sees": "clean"}
@@ -153,11 +190,13 @@ def run_rounds(recipe: Recipe, out: str | Path | None, resume: bool = False,
     if out is None:
         raise KdistillError("self_training: give the output directory (--out DIR or output.dir)")
     out = Path(out)
-    check_directory(out, resume, overwrite)
+    check_directory(out, recipe, resume, overwrite)
     if recipe.output.export:
         raise KdistillError("output.export: export a round's student with kdistill export OUT/round-N")
     data = load_task_data(recipe.data, recipe.task)
     out.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        _forget(out)
     with writing(out / MARKER, "this file"):
         (out / MARKER).write_text("kdistill self-training in progress (or interrupted); self-training.json is written last\n")
     (out / "recipe.yaml").write_text(recipe.to_yaml())
