@@ -13,10 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kdistill.errors import KdistillError
 from kdistill.losses import CATALOGUE, LossInfo
+
+if TYPE_CHECKING:
+    from kdistill.recipe import Recipe
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,13 @@ class Objective:
         self.weights = {name: float(weight) for name, weight in weights.items() if weight > 0}
         self.terms = [Term(name, self.weights[name], dict(settings)) for name, settings in losses.items()
                       if name in self.weights]
+
+    @classmethod
+    def of_recipe(cls, recipe: "Recipe") -> "Objective":
+        """The distilled student's objective of a recipe: its weights, its losses' settings, and
+        the student's heads."""
+        return cls(recipe.task, recipe.weights, {name: recipe.loss_settings(name) for name in recipe.losses},
+                   heads=recipe.student.heads)
 
     @classmethod
     def task_only(cls, task: str, heads: int = 1) -> "Objective":

@@ -47,8 +47,7 @@ class Pipeline:
             check_outputs(backend, self.student, probe, data, "student", self.device)
             self._check_embedding(probe)
             self.scratch = backend.clone(self.student, self.student_spec, data, probe, self.device)
-            objective = Objective(recipe.task, recipe.weights, {name: recipe.loss_settings(name) for name in recipe.losses},
-                                  heads=recipe.student.heads)
+            objective = Objective.of_recipe(recipe)
             feature_losses = sorted({pair.loss for pair in recipe.features if pair.loss in objective.weights})
             self.ahead = decide(recipe.train.teacher_ahead, self.teacher is not None, feature_losses,
                                 "cpu" not in str(self.device).lower())  # an accelerator of any kind

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
+from scipy.special import softmax
 
 from kdistill import backends
 from kdistill.data import load_task_data
@@ -113,9 +114,7 @@ def confident(store: StoreReader, data: TaskData, threshold: float) -> TaskData:
     of the stored logits) is at least ``threshold``."""
     if threshold == 0:
         return data
-    logits = np.asarray(store.fetch(data.transfer.ids), np.float64)
-    probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
-    confidence = probabilities.max(axis=1) / probabilities.sum(axis=1)
+    confidence = softmax(np.asarray(store.fetch(data.transfer.ids), np.float64), axis=1).max(axis=1)
     kept = np.flatnonzero(confidence >= threshold)
     if len(kept) == 0:
         raise KdistillError(f"self_training.threshold: {threshold} leaves no transfer sample (the teacher's highest "
@@ -199,7 +198,7 @@ def run_rounds(recipe: Recipe, out: str | Path | None, resume: bool = False,
         _forget(out)
     with writing(out / MARKER, "this file"):
         (out / MARKER).write_text("kdistill self-training in progress (or interrupted); self-training.json is written last\n")
-    (out / "recipe.yaml").write_text(recipe.to_yaml())
+    atomic_write(out / "recipe.yaml", lambda tmp: tmp.write_text(recipe.to_yaml()))
     metric = PRIMARY[recipe.task]
     teacher_file = _teacher(recipe, data, out, resume)
     rows, scratch = [], None

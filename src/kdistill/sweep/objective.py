@@ -84,8 +84,7 @@ class Trainer:
         """Train ``recipe``'s student (distilled from the store when it has distillation losses,
         alone otherwise); returns its history and ``scored(student)`` if given."""
         backend, device, data = self.backend, self.device, self.data
-        objective = Objective(recipe.task, recipe.weights, {name: recipe.loss_settings(name) for name in recipe.losses},
-                              heads=recipe.student.heads)
+        objective = Objective.of_recipe(recipe)
         with backend.job(device), backend.scope(device, recipe.train):
             student, _ = backend.build(recipe.student, data, "student", recipe.train.seed, device)
             distiller = backend.distiller(student, objective, None, (), probe_rows(data), device, recipe.train.seed)

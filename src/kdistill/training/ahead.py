@@ -9,11 +9,12 @@ teacher would have seen.
 A teacher's forward for the next steps depends on nothing the student does, so with
 ``train.teacher_ahead`` a worker thread computes the outputs of the next chunks while the
 student trains on the current one (:func:`with_outputs`): where the device has room to overlap
-them, an epoch costs the slower of the two rather than their sum. Memory holds the outputs of at most ``AHEAD_CHUNKS`` chunks besides
-the one training. The student is the same, bit for bit, as with the teacher inside the step: the
-same forward runs on the same batch, only earlier and in another thread (tested on the CPU). The frameworks' ops
-release the GIL, so the two threads share the cores; on a GPU the teacher's work goes to a
-stream of its own (the PyTorch backend's :meth:`frozen_forward`).
+them, an epoch costs the slower of the two rather than their sum. Memory holds the outputs of
+at most ``AHEAD_CHUNKS`` chunks besides the one training. The student is the same, bit for bit,
+as with the teacher inside the step: the same forward runs on the same batch, only earlier and in
+another thread (tested on the CPU). The frameworks' ops release the GIL, so the two threads
+share the cores; on a GPU the teacher's work goes to a stream of its own (the PyTorch backend's
+:meth:`frozen_forward`).
 
 ``auto`` (:func:`decide`) runs the teacher ahead on a GPU, when there is a teacher model to run
 (not a store) and no feature loss needs its activations inside the student's step. On a CPU it
