@@ -95,3 +95,7 @@ def test_a_token_student_predicts_the_mean_of_its_heads_and_the_report_scores_ea
     heads = [backend_.embed_array(student, data.test.x, layer, 256, device) for layer in ("head", "dist_head")]
     np.testing.assert_allclose(backend_.predict(student, data.test.x, 256, device), (heads[0] + heads[1]) / 2,
                                rtol=1e-4, atol=1e-5)
+
+    saved = saved_file(out / "student", "student")  # by path alone it would train as one head: refused by name
+    code, _, err = kdistill("run", tmp_path / "r.yaml", "--out", tmp_path / "again", "--set", f"student={{path: {saved}}}")
+    assert code == 2 and "has a distillation head (dist_head)" in err and "Traceback" not in err

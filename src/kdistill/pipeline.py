@@ -13,6 +13,7 @@ import numpy as np
 
 from kdistill import backends
 from kdistill.data.splits import TaskData
+from kdistill.errors import KdistillError
 from kdistill.objective import Objective
 from kdistill.ranks import is_main_process
 from kdistill.recipe import Recipe
@@ -45,6 +46,7 @@ class Pipeline:
         with backend.scope(self.device, recipe.train):
             self.student, self.student_spec = backend.build(recipe.student, data, "student", recipe.train.seed, self.device)
             check_outputs(backend, self.student, probe, data, "student", self.device)
+            self._check_heads(probe)
             self._check_embedding(probe)
             self.scratch = backend.clone(self.student, self.student_spec, data, probe, self.device)
             objective = Objective.of_recipe(recipe)
@@ -126,6 +128,19 @@ class Pipeline:
         models = [self.student, *([self.teacher.model] if self.teacher is not None and not self.foreign else [])]
         for model in models:
             self.backend.embed_array(model, probe, path, len(probe), self.device)
+
+    def _check_heads(self, probe: np.ndarray) -> None:
+        """A saved student with a distillation head (``dist_head``) trains as two heads only when
+        the recipe says so beside its path; otherwise its training outputs would be read as one."""
+        config = self.recipe.student
+        if config.path is None or config.heads == 2:
+            return
+        try:
+            self.backend.embed_array(self.student, probe, "dist_head", len(probe), self.device)
+        except KdistillError:  # no such layer: a one-head model
+            return
+        raise KdistillError(f"student.path: {config.path!r} has a distillation head (dist_head); give model: vit and "
+                            "kwargs: {distillation_token: true} beside the path so that it trains as two heads")
 
     def _head_metrics(self, model: Any, role: str) -> dict[str, float]:
         """A two-head model (a distillation token, DeiT) is scored by the mean of its heads, as it
