@@ -60,7 +60,8 @@ def main() -> None:
     hidden = torch.randn(batch, 64)
     weight = torch.randn(64, classes, requires_grad=True)  # the student's head: backward runs as in a step
     teacher, labels = torch.from_numpy(stored[:batch]), torch.randint(0, classes, (batch,))
-    soft_targets = losses.SoftTargets.of(teacher, temperature)  # made once per chunk in a step
+    soft_targets = losses.SoftTargets.of(teacher, temperature)  # made for a whole chunk in a step
+    chunk_logits = torch.from_numpy(stored)
 
     def step_loss(loss) -> None:
         student = hidden @ weight
@@ -96,6 +97,11 @@ def main() -> None:
             lambda s: sum(w * v for w, v in ((1.0, task(s)),))),
         "0.1 · CE + 0.9 · kd as the fused node (what the offline step runs), forward + backward": lambda i: step_loss(
             lambda s: losses.task_and_kd(s, soft_targets, labels, 0.1, 0.9, temperature)[0]),
+        "SoftTargets.of a chunk (softmax of 20 × 128 teacher rows), per step":
+            lambda i: losses.SoftTargets.per_step(chunk_logits, [batch] * CHECK_EVERY, temperature),
+        "F.log_softmax over the last axis (128 × 10), forward": lambda i: F.log_softmax(teacher, dim=-1),
+        "the same over the first axis of the transposed view (losses.log_softmax_classes), forward":
+            lambda i: losses.log_softmax_classes(teacher),
     }
     medians = interleaved(parts, args.rounds, args.repeats)
     per_step = {name: value / CHECK_EVERY if "per step" in name else value for name, value in medians.items()}

@@ -66,6 +66,22 @@ def test_fused_task_and_kd_gives_the_catalogue_losses_and_their_gradient(labeled
         task_and_kd(s, SoftTargets.of(t[:, :6], temperature), y, 1.0, 1.0, temperature)
 
 
+@pytest.mark.parametrize("classes", [10, 30])  # below and above the classes where the CPU path swaps axes
+def test_a_chunks_soft_targets_are_each_steps_own_bit_for_bit(classes):
+    """A chunk's soft targets, made at once, are the numbers each step's rows give alone (the
+    teacher run in the step, or ahead of it, teaches the same student), for steps of uneven sizes
+    that are no multiple of a vector's width; and log_softmax_classes is torch's log_softmax."""
+    from kdistill.torch.losses import SoftTargets, log_softmax_classes
+
+    sizes = [100] * 7 + [37, 37, 3]
+    logits = 3 * torch.randn(sum(sizes), classes, generator=torch.Generator().manual_seed(classes))
+    starts = np.cumsum([0, *sizes])
+    for (start, end), chunk in zip(zip(starts, starts[1:]), SoftTargets.per_step(logits, sizes, 2.0)):
+        alone = SoftTargets.of(logits[start:end].clone(), 2.0)
+        assert torch.equal(chunk.probs, alone.probs) and torch.equal(chunk.log_probs, alone.log_probs)
+    torch.testing.assert_close(log_softmax_classes(logits), torch.log_softmax(logits, dim=-1), rtol=0, atol=1e-6)
+
+
 def test_compiled_step_trains_the_student_the_eager_step_does():
     """``train.compile``: the fused task + kd objective traces into one graph (no break), and an
     offline fit through ``torch.compile`` ends at the eager fit's weights, to float rounding."""

@@ -109,8 +109,7 @@ class TorchRunner(StepRunner):
         per_step = [None] * len(steps)
         if teacher_outputs is not None:  # one copy for the chunk, split per step
             outputs = teacher_outputs if isinstance(teacher_outputs, torch.Tensor) else torch.from_numpy(teacher_outputs)
-            teacher_side = self.distiller.teacher_side(outputs.to(self.device))
-            per_step = teacher_side.split([step.size for step in steps])
+            per_step = self.distiller.teacher_side(outputs.to(self.device), [step.size for step in steps])
         recorded = []
         for step, teacher_out in zip(steps, per_step):
             y = self.y_train[torch.from_numpy(step.rows).to(self.device)]

@@ -100,10 +100,13 @@ class Distiller(nn.Module):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [*self.student.parameters(), *self.adapters.parameters()]
 
-    def teacher_side(self, teacher_out: torch.Tensor) -> torch.Tensor | SoftTargets:
-        """What a step reads of the teacher's logits: the logits, or for the fused objective their
-        :class:`SoftTargets` (computed once for a chunk of steps, then split per step)."""
-        return SoftTargets.of(teacher_out, self.objective.losses["kd"].get("temperature", 1.0)) if self.fused else teacher_out
+    def teacher_side(self, teacher_out: torch.Tensor, sizes: list[int]) -> list[torch.Tensor] | list[SoftTargets]:
+        """What each step of a chunk reads of the teacher's logits, the steps' rows one after
+        another (``sizes``): the logits, or for the fused objective their :class:`SoftTargets`,
+        made for the whole chunk at once."""
+        if not self.fused:
+            return list(torch.split(teacher_out, sizes))
+        return SoftTargets.per_step(teacher_out, sizes, self.objective.losses["kd"].get("temperature", 1.0))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, teacher_out: torch.Tensor | SoftTargets | None = None,
                 share: Mapping[str, float] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -119,7 +122,7 @@ class Distiller(nn.Module):
         if self.fused and labeled:
             weights = self.objective.weights
             scale = share or {"labeled": 1.0, "all": 1.0}
-            targets = teacher_out if isinstance(teacher_out, SoftTargets) else self.teacher_side(teacher_out)
+            targets = teacher_out if isinstance(teacher_out, SoftTargets) else self.teacher_side(teacher_out, [len(teacher_out)])[0]
             total, task, kd = task_and_kd(student_out, targets, y, weights["task"] * scale["labeled"],
                                           weights["kd"] * scale["all"], **self.objective.losses["kd"])
             return total, {"task": task, "kd": kd}

@@ -8,6 +8,7 @@ shape errors are raised by the reference's ``check_*`` functions, so they read t
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from collections.abc import Callable
 from typing import NamedTuple
@@ -51,6 +52,25 @@ def _constant(value: float, like: Tensor) -> Tensor | float:
     return _cached_constant(value, like.dtype, like.device)
 
 
+VECTOR_FLOATS = 16
+"""Classes below which the CPU's log_softmax over the last axis is slow: PyTorch's kernel for that
+axis runs a scalar loop when a row is shorter than one vector of floats (16 with AVX-512), about
+3× slower at 10 classes and 128 rows than its kernel over the first axis of the same numbers
+(``benchmarks/torch_step_parts.py``)."""
+
+
+def log_softmax_classes(z: Tensor) -> Tensor:
+    """``log_softmax(z, dim=-1)`` of (..., rows, classes) logits, the same numbers, computed over
+    the classes of the view with its last two axes swapped when there are fewer than
+    :data:`VECTOR_FLOATS` classes on the CPU (the result is then a view with swapped strides,
+    which the ops that read it accept). A row's result depends on its position among the rows of
+    its block, so blocks of the same rows give the same numbers bit for bit, whatever lies around
+    them."""
+    if z.shape[-1] < VECTOR_FLOATS and z.dim() >= 2 and z.device.type == "cpu":
+        return F.log_softmax(z.transpose(-1, -2), dim=-2).transpose(-1, -2)
+    return F.log_softmax(z, dim=-1)
+
+
 def _tempered_kl(loss: str, names: tuple[str, str], layout: tuple[str, ...], s: Tensor, t: Tensor, T: float) -> Tensor:
     """T² · KL(softmax(t/T) ‖ softmax(s/T)) averaged over rows, written for few autograd nodes:
     the teacher's probabilities carry the factor T²/B, so the sum is the loss (its constants are
@@ -60,9 +80,9 @@ def _tempered_kl(loss: str, names: tuple[str, str], layout: tuple[str, ...], s: 
     if T != 1:
         inverse = _constant(1.0 / T, s)
         s, t = s * inverse, t * inverse
-    log_p = F.log_softmax(t, dim=-1)
+    log_p = log_softmax_classes(t)
     weight = log_p.exp() * _constant(T * T / len(s) if len(s) else math.nan, s)  # batchmean: NaN for no rows
-    return torch.sum(weight * (log_p - F.log_softmax(s, dim=-1)))
+    return torch.sum(weight * (log_p - log_softmax_classes(s)))
 
 
 def kd(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0) -> Tensor:
@@ -81,14 +101,22 @@ class SoftTargets(NamedTuple):
     @classmethod
     def of(cls, teacher_logits: Tensor, temperature: float) -> "SoftTargets":
         """softmax and log_softmax of ``teacher_logits / temperature``."""
+        return cls.per_step(teacher_logits, [len(teacher_logits)], temperature)[0]
+
+    @classmethod
+    def per_step(cls, teacher_logits: Tensor, sizes: list[int], temperature: float) -> list["SoftTargets"]:
+        """The soft targets of every step of a chunk, whose rows lie one step after another
+        (``sizes`` rows each): the numbers of :meth:`of` on each step's rows alone, bit for bit,
+        from one call per run of steps of one size (a (steps, rows, classes) block)."""
         check_temperature("kd", temperature)
         z = teacher_logits if temperature == 1 else teacher_logits * _constant(1.0 / temperature, teacher_logits)
-        log_probs = F.log_softmax(z, dim=-1)
-        return cls(log_probs.exp(), log_probs)
-
-    def split(self, sizes: list[int]) -> list["SoftTargets"]:
-        """Consecutive row blocks of ``sizes`` rows (views, no copy)."""
-        return [SoftTargets(*parts) for parts in zip(torch.split(self.probs, sizes), torch.split(self.log_probs, sizes))]
+        targets, start = [], 0
+        for size, run in itertools.groupby(sizes):
+            count = len(list(run))
+            log_probs = log_softmax_classes(z[start:start + count * size].view(count, size, -1))
+            targets += [cls(*parts) for parts in zip(log_probs.exp().unbind(0), log_probs.unbind(0))]
+            start += count * size
+        return targets
 
 
 class _TaskAndKd(torch.autograd.Function):
@@ -102,10 +130,10 @@ class _TaskAndKd(torch.autograd.Function):
     def forward(ctx, s: Tensor, p: Tensor, log_p: Tensor, y: Tensor, w_task: float, w_kd: float,
                 T: float):  # noqa: N803
         labeled, rows = len(y), len(s)
-        log_q_labeled = F.log_softmax(s if labeled == rows else s[:labeled], dim=-1)
+        log_q_labeled = log_softmax_classes(s if labeled == rows else s[:labeled])
         task = F.nll_loss(log_q_labeled, y)
-        log_q = F.log_softmax(s if T == 1 else s * _constant(1.0 / T, s), dim=-1)
-        kd = torch.dot(p.view(-1), (log_p - log_q).view(-1)).mul_(_constant(T * T / rows, s))
+        log_q = log_softmax_classes(s if T == 1 else s * _constant(1.0 / T, s))
+        kd = torch.sum(p * (log_p - log_q)).mul_(_constant(T * T / rows, s))
         ctx.save_for_backward(log_q_labeled, log_q, p, y)
         ctx.scales = (w_task / labeled, w_kd * T / rows)
         ctx.mark_non_differentiable(task, kd)
