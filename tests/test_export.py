@@ -170,3 +170,28 @@ def test_a_model_the_exporter_cannot_trace_is_named_by_its_layer(tmp_path):
     with pytest.raises(KdistillError, match=r"cannot trace the model: layer 1 \(Gate: .*data-dependent"):
         backends.load("torch").export(model, "onnx", tmp_path / "gate.onnx", np.ones((4, 64), np.float32))
     assert not (tmp_path / "gate.onnx").exists()
+
+
+def test_each_latency_turn_is_timed_warm_and_turns_reverse_on_alternate_repeats():
+    """A forward is timed on the second of two calls in a row, so a model is not timed reloading
+    what the model before it evicted: here a call after another model's sleeps 20 ms, and no
+    median comes out that slow; and the turns run in reverse order on alternate repeats."""
+    import time
+
+    from kdistill.report.latency import WARMUP_ROUNDS, measure_latencies
+
+    calls: list[tuple[str, int]] = []
+
+    def forward(role: str):
+        def run(size: int) -> None:
+            if calls and calls[-1][0] != role:
+                time.sleep(0.02)  # cold: another model ran last
+            calls.append((role, size))
+        return run
+
+    medians = measure_latencies({"teacher": forward("teacher"), "student": forward("student")}, (1, 2), repeats=3)
+    assert all(value < 10 for by_size in medians.values() for value in by_size.values())
+    turns = [calls[index] for index in range(0, len(calls), 2)]
+    assert calls[1::2] == turns  # every turn: the same call twice in a row
+    per_repeat = [turns[index:index + 4] for index in range(0, len(turns), 4)]
+    assert len(per_repeat) == 3 + WARMUP_ROUNDS and per_repeat[1] == per_repeat[0][::-1]

@@ -1,5 +1,7 @@
 """Latency measured side by side: every model takes its turn within each repeat, in reverse order
-on alternate repeats, so machine noise and what ran just before hit them alike."""
+on alternate repeats, so machine noise hits them alike; within its turn a forward runs once
+untimed and then is timed, so it is timed with its own weights and buffers in the caches, not
+with what the model before it left there."""
 
 from __future__ import annotations
 
@@ -25,13 +27,15 @@ def measure_latencies(forwards: dict[str, Callable[[int], object]], batch_sizes:
                       repeats: int) -> dict[str, dict[str, float]]:
     """Median milliseconds of ``forwards[role](batch_size)`` per role and batch size, after three
     warm-up rounds. Each forward must return only once its result is ready (a backend blocks on
-    asynchronous devices inside it). Alternate repeats run the roles and sizes in reverse order:
-    a forward timed right after a heavy one (whose threads and caches it inherits) is not always
-    the same forward."""
+    asynchronous devices inside it). Alternate repeats run the roles and sizes in reverse order,
+    and each turn times the second of two calls in a row: a small model's batch-1 forward timed
+    right after a teacher's batch-256 one would otherwise be timed reloading its weights and
+    buffers from memory, which at batch 1 can take longer than its arithmetic."""
     timings: dict[str, dict[int, list[float]]] = {role: {size: [] for size in batch_sizes} for role in forwards}
     turns = [(role, size) for role in forwards for size in batch_sizes]
     for repeat in range(repeats + WARMUP_ROUNDS):
         for role, size in (turns if repeat % 2 == 0 else turns[::-1]):
+            forwards[role](size)  # untimed: the turn's caches are this model's
             started = time.perf_counter()
             forwards[role](size)
             if repeat >= WARMUP_ROUNDS:
