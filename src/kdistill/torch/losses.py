@@ -63,9 +63,9 @@ def log_softmax_classes(z: Tensor) -> Tensor:
     """``log_softmax(z, dim=-1)`` of (..., rows, classes) logits, the same numbers, computed over
     the classes of the view with its last two axes swapped when there are fewer than
     :data:`VECTOR_FLOATS` classes on the CPU (the result is then a view with swapped strides,
-    which the ops that read it accept). A row's result depends on its position among the rows of
-    its block, so blocks of the same rows give the same numbers bit for bit, whatever lies around
-    them."""
+    which the ops that read it accept). That kernel runs across the rows, so a row's last bit can
+    depend on its place among them: the same rows give the same numbers as a block of their own
+    (see :meth:`SoftTargets.per_step`)."""
     if z.shape[-1] < VECTOR_FLOATS and z.dim() >= 2 and z.device.type == "cpu":
         return F.log_softmax(z.transpose(-1, -2), dim=-2).transpose(-1, -2)
     return F.log_softmax(z, dim=-1)
