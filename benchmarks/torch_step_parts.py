@@ -97,7 +97,7 @@ def main() -> None:
             lambda s: sum(w * v for w, v in ((1.0, task(s)),))),
         "0.1 · CE + 0.9 · kd as the fused node (what the offline step runs), forward + backward": lambda i: step_loss(
             lambda s: losses.task_and_kd(s, soft_targets, labels, 0.1, 0.9, temperature)[0]),
-        "SoftTargets.of a chunk (softmax of 20 × 128 teacher rows), per step":
+        "SoftTargets.per_step of a chunk (softmax of 20 × 128 teacher rows), per step":
             lambda i: losses.SoftTargets.per_step(chunk_logits, [batch] * CHECK_EVERY, temperature),
         "F.log_softmax over the last axis (128 × 10), forward": lambda i: F.log_softmax(teacher, dim=-1),
         "the same over the first axis of the transposed view (losses.log_softmax_classes), forward":
